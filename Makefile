@@ -1,0 +1,25 @@
+# keygate: convenience targets around CMake. Run `make run` or `make test`
+# as root on Debian 12; `deps` installs any missing packages first.
+
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= 2
+
+.DEFAULT_GOAL := build
+.PHONY: deps build test run clean
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+
+run: build
+	BUILD_DIR=$(BUILD_DIR) scripts/run-demo.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,84 @@
+// One worker thread: its own io_context, acceptor, upstream pool and snapshot pointer.
+#pragma once
+
+#include "keygate/access_log.hpp"
+#include "keygate/config.hpp"
+#include "keygate/framing.hpp"
+#include "keygate/net.hpp"
+#include "keygate/snapshot.hpp"
+#include "keygate/upstream_pool.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace keygate {
+
+/// Process-wide state the workers read; written only before they start, or atomically.
+struct shared_state {
+    explicit shared_state(const config& c);
+    const config& cfg;
+    head_limits limits;
+    std::atomic<std::size_t> open_connections{0};
+    /// The longest a session's watchdog sleeps: the shortest configured timeout.
+    std::chrono::milliseconds watchdog_granularity;
+};
+
+class worker {
+public:
+    worker(shared_state& shared, std::shared_ptr<const snapshot> initial);
+    ~worker();
+
+    /// Opens this worker's acceptor on `ep` with SO_REUSEPORT. Throws system_error.
+    void listen(const tcp::endpoint& ep);
+
+    /// Starts the thread.
+    void start();
+
+    /// Stops accepting and ends the event loop; safe from any thread.
+    void stop();
+
+    /// Waits for the thread to end.
+    void join();
+
+    /// Hands a new snapshot to this worker; safe from any thread.
+    void publish(std::shared_ptr<const snapshot> snap);
+
+    // What sessions use, on this worker's thread only.
+    net::io_context& ioc() { return ioc_; }
+    shared_state& shared() { return shared_; }
+    const config& cfg() const { return shared_.cfg; }
+    /// The current snapshot; the pointer's reference count is private to this worker.
+    const std::shared_ptr<const snapshot>& current() const { return current_; }
+    upstream_pool& pool() { return pool_; }
+    /// Queues an access-log line; lines are written in batches.
+    void log_access(const access_entry& e);
+    /// The IMF-fixdate of the current second.
+    std::string_view http_date();
+    /// A new random request id (32 hex characters).
+    void new_request_id(char (&out)[32]);
+
+private:
+    net::awaitable<void> accept_loop();
+    net::awaitable<void> refuse_overloaded(tcp::socket s);
+    void flush_log();
+
+    shared_state& shared_;
+    net::io_context ioc_{1};
+    tcp::acceptor acceptor_{ioc_};
+    std::shared_ptr<const snapshot> current_;
+    upstream_pool pool_;
+    std::thread thread_;
+    std::string log_buf_;
+    bool flush_posted_ = false;
+    long long date_sec_ = -1;
+    char date_[30]{};
+    std::uint64_t rng_state_[2]{};
+};
+
+/// Serves one accepted client connection until it closes.
+void start_session(worker& w, tcp::socket socket);
+
+} // namespace keygate
