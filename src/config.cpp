@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,8 +18,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
-#include <unordered_map>
 #include <unordered_set>
 
 namespace keygate {
@@ -79,10 +80,10 @@ struct report {
     std::string prefix; // "<file>: " for a keys file, else empty
 
     void add(const path& p, std::string_view msg) {
+        std::string where = p.str();
         std::string line = prefix;
-        std::size_t before = line.size();
-        p.append_to(line);
-        if (line.size() > before) line += ": ";
+        line += where;
+        if (!where.empty()) line += ": ";
         line += msg;
         problems.push_back(std::move(line));
     }
@@ -137,12 +138,11 @@ bool ascii_iequal(std::string_view a, std::string_view b) {
     });
 }
 
-bool valid_ip(std::string_view s, bool allow_v6 = true) {
+bool valid_ip(std::string_view s) {
     if (s.empty() || s.size() > 45) return false;
     std::string z(s);
     unsigned char buf[16];
-    if (inet_pton(AF_INET, z.c_str(), buf) == 1) return true;
-    return allow_v6 && inet_pton(AF_INET6, z.c_str(), buf) == 1;
+    return inet_pton(AF_INET, z.c_str(), buf) == 1 || inet_pton(AF_INET6, z.c_str(), buf) == 1;
 }
 
 // Returns why `s` is not a CIDR, or nullptr.
@@ -258,6 +258,9 @@ std::optional<std::string> read_file(const std::string& file, std::string& why) 
         return std::nullopt;
     }
     std::string out;
+    struct stat st {};
+    if (::fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+        out.reserve(static_cast<std::size_t>(st.st_size));
     char buf[65536];
     while (true) {
         std::size_t n = std::fread(buf, 1, sizeof buf, f);
@@ -277,41 +280,37 @@ std::optional<std::string> read_file(const std::string& file, std::string& why) 
 // ---------------------------------------------------------------------------
 // Readers: YAML and JSON into `node`.
 
-bool yaml_to_node(const YAML::Node& y, node& out, report& rep, const path& p) {
+void yaml_to_node(const YAML::Node& y, node& out, report& rep, const path& p) {
     switch (y.Type()) {
     case YAML::NodeType::Scalar:
         out.type = node::kind::scalar;
         out.text = y.Scalar();
-        return true;
+        break;
     case YAML::NodeType::Sequence: {
         out.type = node::kind::seq;
         out.children.resize(y.size());
-        bool ok = true;
         std::size_t i = 0;
         for (const auto& item : y) {
-            ok = yaml_to_node(item, out.children[i], rep, p.at(i)) && ok;
+            yaml_to_node(item, out.children[i], rep, p.at(i));
             ++i;
         }
-        return ok;
+        break;
     }
-    case YAML::NodeType::Map: {
+    case YAML::NodeType::Map:
         out.type = node::kind::map;
-        bool ok = true;
         for (auto it = y.begin(); it != y.end(); ++it) {
             if (!it->first.IsScalar()) {
                 rep.add(p, "a mapping key must be a plain name");
-                ok = false;
                 continue;
             }
             out.keys.push_back(it->first.Scalar());
             out.children.emplace_back();
-            ok = yaml_to_node(it->second, out.children.back(), rep, p.field(out.keys.back())) && ok;
+            yaml_to_node(it->second, out.children.back(), rep, p.field(out.keys.back()));
         }
-        return ok;
-    }
+        break;
     default:
         out.type = node::kind::null;
-        return true;
+        break;
     }
 }
 
@@ -321,16 +320,18 @@ bool parse_yaml(std::string_view text, node& out, report& rep) {
     try {
         docs = YAML::LoadAll(std::string(text));
     } catch (const YAML::Exception& e) {
-        rep.add(path{}, "invalid YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
-                            std::to_string(e.mark.column + 1) + ": " + e.msg);
+        std::string where = e.mark.is_null() ? std::string()
+                                             : " at line " + std::to_string(e.mark.line + 1) +
+                                                   ", column " + std::to_string(e.mark.column + 1);
+        rep.add(path{}, "invalid YAML" + where + ": " + e.msg);
         return false;
     }
     if (docs.size() > 1) {
         rep.add(path{}, "holds more than one YAML document; keep one (remove the extra ---)");
         return false;
     }
-    if (docs.empty()) return true;
-    return yaml_to_node(docs.front(), out, rep, path{});
+    if (!docs.empty()) yaml_to_node(docs.front(), out, rep, path{});
+    return true;
 }
 
 // Builds a `node` tree from Boost.JSON's SAX events, keeping repeated keys.
@@ -342,17 +343,28 @@ public:
     static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
 
     node root;
+    // When set, each entry of the top-level `keys` list is handed over as soon as it is
+    // complete instead of being kept: a keys file may hold 100,000 entries.
+    std::function<void(node&, std::size_t)> on_entry;
 
     bool on_document_begin(boost::json::error_code&) { return true; }
     bool on_document_end(boost::json::error_code&) { return true; }
     bool on_array_begin(boost::json::error_code&) {
+        bool keys_list = on_entry && !stream_done_ && open_.size() == 1 &&
+                         open_.front()->type == node::kind::map && key_ == "keys";
         node& n = next();
         n.type = node::kind::seq;
         open_.push_back(&n);
+        if (keys_list) {
+            stream_ = &n;
+            stream_done_ = true;
+        }
         return true;
     }
     bool on_array_end(std::size_t, boost::json::error_code&) {
+        if (open_.back() == stream_) stream_ = nullptr;
         open_.pop_back();
+        completed();
         return true;
     }
     bool on_object_begin(boost::json::error_code&) {
@@ -363,6 +375,7 @@ public:
     }
     bool on_object_end(std::size_t, boost::json::error_code&) {
         open_.pop_back();
+        completed();
         return true;
     }
     bool on_string_part(boost::json::string_view s, std::size_t, boost::json::error_code&) {
@@ -403,6 +416,7 @@ public:
     }
     bool on_null(boost::json::error_code&) {
         next();
+        completed();
         return true;
     }
     bool on_comment_part(boost::json::string_view, boost::json::error_code&) { return true; }
@@ -425,20 +439,35 @@ private:
         n.type = node::kind::scalar;
         n.text = std::move(text_);
         text_.clear();
+        completed();
         return true;
+    }
+    // A value just ended; if it is an entry of the streamed list, hand it over.
+    void completed() {
+        if (!stream_ || open_.empty() || open_.back() != stream_) return;
+        on_entry(stream_->children.back(), streamed_++);
+        stream_->children.pop_back();
     }
 
     std::vector<node*> open_;
+    node* stream_ = nullptr;
+    bool stream_done_ = false;
+    std::size_t streamed_ = 0;
     std::string text_;
     std::string key_;
 };
 
-bool parse_json(std::string_view text, node& out, report& rep) {
+bool parse_json(std::string_view text, node& out, report& rep,
+                std::function<void(node&, std::size_t)> on_entry = {}) {
     boost::json::basic_parser<json_builder> parser(boost::json::parse_options{});
+    parser.handler().on_entry = std::move(on_entry);
+    std::size_t problems_before = rep.count();
     boost::json::error_code ec;
     std::size_t used = parser.write_some(false, text.data(), text.size(), ec);
     if (!ec && used != text.size()) ec = boost::json::error::extra_data;
     if (ec) {
+        // Entries streamed before the syntax error would only add noise.
+        rep.problems.resize(problems_before);
         std::size_t at = std::min(used, text.size());
         std::size_t line = 1 + static_cast<std::size_t>(std::count(text.begin(), text.begin() + at, '\n'));
         std::size_t bol = text.rfind('\n', at == 0 ? 0 : at - 1);
@@ -881,6 +910,7 @@ void parse_auth(context& c, const node& n, const path& p, config& cfg, parse_sta
             set_if(read_bool(c, v, fp), a.hide_denials);
         } else if (name == "public_paths") {
             a.public_paths.clear();
+            st.public_index.clear();
             read_list(c, v, fp, [&](const node& item, const path& ip) {
                 if (auto s = read_pattern(c, item, ip)) {
                     a.public_paths.push_back(std::move(*s));
@@ -1042,10 +1072,21 @@ std::vector<key_config> parse_keys_document(std::string_view text, const std::st
     report rep{problems, file + ": "};
     context c{rep, env};
     node root;
-    bool json = file.size() >= 5 && file.compare(file.size() - 5, 5, ".json") == 0;
-    if (!(json ? parse_json(text, root, rep) : parse_yaml(text, root, rep))) return {};
     std::vector<key_config> keys;
     path top;
+    path keys_path = top.field("keys");
+    bool json = file.size() >= 5 && file.compare(file.size() - 5, 5, ".json") == 0;
+    if (json) {
+        // Entries are converted while parsing, so they are reported before the fields
+        // around them.
+        auto on_entry = [&](node& entry, std::size_t i) {
+            key_config k;
+            if (parse_key(c, entry, keys_path.at(i), k)) keys.push_back(std::move(k));
+        };
+        if (!parse_json(text, root, rep, on_entry)) return {};
+    } else if (!parse_yaml(text, root, rep)) {
+        return {};
+    }
     if (root.type != node::kind::map) {
         rep.add(top, "expected a mapping with a top-level keys: list");
         return keys;
@@ -1070,31 +1111,58 @@ constexpr std::size_t min_production_key_length = 32;
 // The rules that span the whole key set. `warnings` is null when short keys are errors.
 void check_key_set(const std::vector<key_config>& keys, const std::string& environment,
                    std::vector<std::string>& problems, std::vector<std::string>* warnings) {
-    std::unordered_map<std::string_view, std::size_t> by_id;
-    std::unordered_map<std::string_view, std::size_t> by_digest;
-    by_id.reserve(keys.size());
-    by_digest.reserve(keys.size());
+    struct finding {
+        std::size_t index; // of the offending key, so findings come out in key order
+        int rule;
+        std::string text;
+    };
+    std::vector<finding> found;
+
+    // Sorts (value, index) pairs and reports each later key of a run of equal values
+    // against the first one. Compact pairs keep the sort in cache.
+    auto find_repeats = [&](auto& entries, int rule, auto message) {
+        std::sort(entries.begin(), entries.end());
+        for (std::size_t run = 0; run < entries.size();) {
+            std::size_t next = run + 1;
+            for (; next < entries.size() && entries[next].first == entries[run].first; ++next)
+                found.push_back({entries[next].second, rule,
+                                 message(keys[entries[next].second], keys[entries[run].second])});
+            run = next;
+        }
+    };
+
+    std::vector<std::pair<std::string_view, std::size_t>> ids;
+    ids.reserve(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) ids.emplace_back(keys[i].id, i);
+    find_repeats(ids, 0, [](const key_config& dup, const key_config& first) {
+        return dup.origin + ".id: duplicate key id \"" + dup.id + "\", already used by " + first.origin;
+    });
+
+    std::vector<std::pair<digest_t, std::size_t>> digests;
+    digests.reserve(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) digests.emplace_back(keys[i].digest, i);
+    find_repeats(digests, 1, [](const key_config& dup, const key_config& first) {
+        return secret_field(dup) + ": same secret as " + secret_field(first) +
+               "; every key needs its own secret";
+    });
+
     bool production = environment != "development";
     for (std::size_t i = 0; i < keys.size(); ++i) {
         const key_config& k = keys[i];
-        if (auto [it, fresh] = by_id.emplace(k.id, i); !fresh)
-            problems.push_back(k.origin + ".id: duplicate key id \"" + k.id + "\", already used by " +
-                               keys[it->second].origin);
-        std::string_view d(reinterpret_cast<const char*>(k.digest.data()), k.digest.size());
-        if (auto [it, fresh] = by_digest.emplace(d, i); !fresh)
-            problems.push_back(secret_field(k) + ": same secret as " + secret_field(keys[it->second]) +
-                               "; every key needs its own secret");
-        if (k.from_plaintext && k.plaintext_length < min_production_key_length) {
-            if (production)
-                problems.push_back(k.origin +
-                                   ".key: plaintext key is shorter than 32 bytes, which production "
-                                   "refuses; make one with keygate gen-key");
-            else if (warnings)
-                warnings->push_back(k.origin +
-                                    ".key: plaintext key is shorter than 32 bytes; production would "
-                                    "refuse it");
-        }
+        if (!k.from_plaintext || k.plaintext_length >= min_production_key_length) continue;
+        if (production)
+            found.push_back({i, 2,
+                             k.origin + ".key: plaintext key is shorter than 32 bytes, which production "
+                                        "refuses; make one with keygate gen-key"});
+        else if (warnings)
+            warnings->push_back(k.origin +
+                                ".key: plaintext key is shorter than 32 bytes; production would refuse it");
     }
+
+    std::sort(found.begin(), found.end(), [](const finding& a, const finding& b) {
+        return a.index != b.index ? a.index < b.index : a.rule < b.rule;
+    });
+    for (auto& f : found) problems.push_back(std::move(f.text));
 }
 
 bool is_active(const key_config& k, sys_seconds now) {
@@ -1190,11 +1258,6 @@ bool is_wildcard(std::string_view address) {
     return address == "0.0.0.0" || address == "::";
 }
 
-} // namespace
-
-// ---------------------------------------------------------------------------
-
-namespace {
 std::string join_lines(const std::vector<std::string>& lines) {
     std::string out;
     for (const auto& l : lines) {
@@ -1203,7 +1266,10 @@ std::string join_lines(const std::vector<std::string>& lines) {
     }
     return out;
 }
+
 } // namespace
+
+// ---------------------------------------------------------------------------
 
 config_error::config_error(std::vector<std::string> p)
     : std::runtime_error(join_lines(p)), problems(std::move(p)) {}
@@ -1220,6 +1286,7 @@ config load_config(std::string_view yaml_text, const env_lookup& env, const cli_
     std::vector<std::string> problems;
     config cfg;
     parse_state st;
+    for (std::size_t i = 0; i < cfg.auth.public_paths.size(); ++i) st.public_index.push_back(i);
     report rep{problems, ""};
     context c{rep, env};
 

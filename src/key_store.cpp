@@ -1,4 +1,5 @@
 #include "keygate/key_store.hpp"
+#include "keygate/rate_limit.hpp"
 
 #include "keygate/crypto.hpp"
 
@@ -62,8 +63,14 @@ std::size_t key_store::digest_hash::operator()(std::string_view d) const noexcep
     return static_cast<std::size_t>(h);
 }
 
-key_store::key_store(const std::vector<key_config>& keys, std::string_view identity_prefix) {
+key_store::key_store(const std::vector<key_config>& keys, std::string_view identity_prefix,
+                     const key_store* previous) {
     records_.reserve(keys.size());
+    // Only keys with a rate limit have a bucket to carry over; index just those.
+    std::unordered_map<std::string_view, const key_record*> old_buckets;
+    if (previous)
+        for (const auto& r : previous->records_)
+            if (r.bucket) old_buckets.emplace(r.id, &r);
     for (const auto& k : keys) {
         key_record r;
         r.id = k.id;
@@ -74,11 +81,28 @@ key_store::key_store(const std::vector<key_config>& keys, std::string_view ident
         r.expires_at = k.expires_at;
         r.disabled = k.disabled;
         r.rate_limit = k.rate_limit;
+        if (k.rate_limit) {
+            auto it = old_buckets.find(k.id);
+            const key_record* old = it == old_buckets.end() ? nullptr : it->second;
+            if (old && old->bucket && old->bucket->rate() == k.rate_limit->requests_per_second &&
+                old->bucket->burst() == k.rate_limit->burst)
+                r.bucket = old->bucket;
+            else
+                r.bucket = std::make_shared<token_bucket>(k.rate_limit->requests_per_second,
+                                                          k.rate_limit->burst);
+        }
         r.allowed_paths = k.allowed_paths;
         r.identity_headers = render_identity(k, identity_prefix);
         records_.push_back(std::move(r));
     }
     build_index();
+}
+
+const key_record* key_store::find_id(std::string_view id) const {
+    // Reloads are rare and off the request path; a linear scan keeps the store small.
+    for (const auto& r : records_)
+        if (r.id == id) return &r;
+    return nullptr;
 }
 
 key_store::key_store(const key_store& other) : records_(other.records_) { build_index(); }

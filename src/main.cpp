@@ -1,5 +1,6 @@
 // The command line: run, check-config, hash-key, gen-key (DESIGN.md §4).
 #include "keygate/access_log.hpp"
+#include "keygate/admin.hpp"
 #include "keygate/config.hpp"
 #include "keygate/crypto.hpp"
 #include "keygate/key_store.hpp"
@@ -31,6 +32,8 @@ Usage:
   keygate check-config [options]   validate the configuration and keys, print a summary
   keygate hash-key                 read a key on stdin, print sha256:<hex>
   keygate gen-key                  print a new random key (43 characters, base64url)
+  keygate healthcheck [--url URL]  GET the admin /healthz (default from the configuration);
+                                   exit 0 when it answers 200, else 1
   keygate --version                print the version
   keygate --help                   print this help
 
@@ -39,6 +42,7 @@ Options:
   --listen HOST:PORT   override listen.address and listen.port
   --upstream URL       override upstream.url
   --log-level LEVEL    override logging.level (trace, debug, info, warn, error, critical, off)
+  --url URL            healthcheck only: the URL to GET (default http://127.0.0.1:<admin.port>/healthz)
 
 Environment:
   KEYGATE_ENV, KEYGATE_CONFIG, KEYGATE_LISTEN, KEYGATE_UPSTREAM, KEYGATE_LOG_LEVEL,
@@ -51,6 +55,7 @@ struct options {
     std::string command = "run";
     std::string config_path;
     keygate::cli_overrides cli;
+    std::string url;
 };
 
 int usage_error(const std::string& what) {
@@ -123,13 +128,29 @@ int hash_key() {
     return 0;
 }
 
+int healthcheck(const options& o) {
+    std::string url = o.url;
+    if (url.empty()) {
+        // Without --url, ask the admin port of the configuration on loopback; a broken
+        // configuration falls back to the default port rather than failing the probe.
+        unsigned port = 9090;
+        auto env = keygate::process_env();
+        try {
+            port = keygate::load_config_file(config_path(o, env), env, o.cli).admin.port;
+        } catch (const keygate::config_error&) {
+        }
+        url = fmt::format("http://127.0.0.1:{}/healthz", port);
+    }
+    return keygate::run_healthcheck(url, 3000);
+}
+
 int run(const options& o) {
     auto env = keygate::process_env();
     try {
         auto cfg = keygate::load_config_file(config_path(o, env), env, o.cli);
         keygate::setup_logging(cfg.logging.level, cfg.logging.format);
         for (const auto& w : cfg.warnings) keygate::log_message("warn", w);
-        keygate::server srv(std::move(cfg));
+        keygate::server srv(std::move(cfg), env);
         return srv.run();
     } catch (const keygate::config_error& e) {
         return config_failure(e);
@@ -157,12 +178,13 @@ int main(int argc, char** argv) {
             std::cout << "keygate " << KEYGATE_VERSION << "\n";
             return 0;
         }
-        if (a == "--config" || a == "--listen" || a == "--upstream" || a == "--log-level") {
+        if (a == "--config" || a == "--listen" || a == "--upstream" || a == "--log-level" || a == "--url") {
             const std::string* v = value(a.c_str());
             if (!v) return usage_error(a + " needs a value");
             if (a == "--config") o.config_path = *v;
             else if (a == "--listen") o.cli.listen = *v;
             else if (a == "--upstream") o.cli.upstream = *v;
+            else if (a == "--url") o.url = *v;
             else o.cli.log_level = *v;
             continue;
         }
@@ -170,7 +192,8 @@ int main(int argc, char** argv) {
             o.config_path = a.substr(9);
             continue;
         }
-        if (!command_seen && (a == "run" || a == "check-config" || a == "hash-key" || a == "gen-key")) {
+        if (!command_seen && (a == "run" || a == "check-config" || a == "hash-key" || a == "gen-key" ||
+                              a == "healthcheck")) {
             o.command = a;
             command_seen = true;
             continue;
@@ -184,6 +207,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (o.command == "hash-key") return hash_key();
+        if (o.command == "healthcheck") return healthcheck(o);
         if (o.command == "check-config") return check_config(o);
         return run(o);
     } catch (const std::exception& e) {

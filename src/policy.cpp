@@ -40,10 +40,17 @@ decision deny(unsigned status, std::string_view error, std::string_view reason,
 
 decision deny_invalid(std::string_view reason) { return deny(401, "invalid_api_key", reason); }
 
+decision deny_429(std::string_view error, std::string_view reason, unsigned retry_after,
+                  const key_record* key = nullptr) {
+    decision d = deny(429, error, reason, key);
+    d.retry_after = retry_after;
+    return d;
+}
+
 // Everything but hide_denials, which decide() applies to whatever this returns.
 decision decide_unhidden(const config::auth_t& auth, const key_store* keys, bool open_mode,
                          std::string_view method, std::string_view path,
-                         const credentials& creds, sys_seconds now) {
+                         const credentials& creds, sys_seconds now, throttle_hooks* hooks) {
     for (const auto& p : auth.public_paths)
         if (path_matches(p, path)) {
             decision d;
@@ -57,26 +64,44 @@ decision decide_unhidden(const config::auth_t& auth, const key_store* keys, bool
         return d;
     }
 
+    if (hooks) {
+        if (unsigned left = hooks->client_blocked())
+            return deny_429("too_many_failed_attempts", "throttled", left);
+    }
+    // Only invalid keys count towards a block; the failure that starts one is answered 429.
+    auto invalid = [hooks](std::string_view reason) {
+        if (hooks) {
+            if (unsigned block = hooks->key_failed())
+                return deny_429("too_many_failed_attempts", "throttled", block);
+        }
+        return deny_invalid(reason);
+    };
+
     const unsigned count = creds.header_fields + creds.bearer_fields;
     if (count == 0) return deny(401, "missing_api_key", "missing");
     // Two credentials could be read differently by keygate and the app: refuse both.
-    if (count > 1) return deny_invalid("duplicate");
+    if (count > 1) return invalid("duplicate");
     const std::string_view presented =
         creds.header_fields == 1 ? creds.header_value : creds.bearer_value;
     if (presented.empty()) return deny(401, "missing_api_key", "missing");
 
     // Without a store outside open mode nothing can be verified: fail closed.
-    if (keys == nullptr) return deny_invalid("unknown");
+    if (keys == nullptr) return invalid("unknown");
     const key_lookup found = keys->find(presented, now);
     switch (found.status) {
     case key_status::ok: break;
-    case key_status::unknown: return deny_invalid("unknown");
-    case key_status::disabled: return deny_invalid("disabled");
-    case key_status::not_yet_valid: return deny_invalid("not_yet_valid");
-    case key_status::expired: return deny_invalid("expired");
+    case key_status::unknown: return invalid("unknown");
+    case key_status::disabled: return invalid("disabled");
+    case key_status::not_yet_valid: return invalid("not_yet_valid");
+    case key_status::expired: return invalid("expired");
     }
     const key_record* key = found.key;
-    if (key == nullptr) return deny_invalid("unknown");
+    if (key == nullptr) return invalid("unknown");
+
+    if (hooks && key->rate_limit) {
+        if (unsigned wait = hooks->rate_limited(*key))
+            return deny_429("rate_limited", "rate_limited", wait, key);
+    }
 
     for (const auto& rule : auth.rules) {
         if (!path_matches(rule.path, path)) continue;
@@ -121,8 +146,8 @@ credentials find_credentials(const header_list& fields, const config::auth_t& au
 
 decision decide(const config::auth_t& auth, const key_store* keys, bool open_mode,
                 std::string_view method, std::string_view path, const credentials& creds,
-                sys_seconds now) {
-    decision d = decide_unhidden(auth, keys, open_mode, method, path, creds, now);
+                sys_seconds now, throttle_hooks* hooks) {
+    decision d = decide_unhidden(auth, keys, open_mode, method, path, creds, now, hooks);
     if (auth.hide_denials && d.kind == outcome::denied && (d.status == 401 || d.status == 403)) {
         d.status = 404;
         d.error = "not_found";

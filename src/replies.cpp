@@ -89,7 +89,7 @@ void render_error(std::string& out, unsigned status, std::string_view code,
     if (opts.close) out += "Connection: close\r\n";
     else if (opts.http10) out += "Connection: keep-alive\r\n";
     out += "\r\n";
-    out += body;
+    if (!opts.head_request) out += body;
 }
 
 void format_http_date(long long t, char (&buf)[30]) {

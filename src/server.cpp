@@ -1,6 +1,8 @@
 #include "keygate/server.hpp"
 
 #include "keygate/access_log.hpp"
+#include "keygate/admin.hpp"
+#include "keygate/reloader.hpp"
 #include "keygate/key_store.hpp"
 #include "keygate/net.hpp"
 #include "keygate/worker.hpp"
@@ -68,17 +70,23 @@ void probe_port(const tcp::endpoint& ep, const char* field) {
 } // namespace
 
 struct server::impl {
-    explicit impl(config c) : cfg(std::move(c)), shared(cfg) {}
+    impl(config c, env_lookup e) : cfg(std::move(c)), env(std::move(e)), shared(cfg) {}
     config cfg;
+    env_lookup env;
     shared_state shared;
+    process_metrics process;
     tcp::endpoint listen_ep;
+    tcp::endpoint admin_ep;
     std::vector<std::unique_ptr<worker>> workers;
 };
 
-server::server(config cfg) : impl_(std::make_unique<impl>(std::move(cfg))) {
+server::server(config cfg, env_lookup env)
+    : impl_(std::make_unique<impl>(std::move(cfg), std::move(env))) {
     auto& c = impl_->cfg;
     impl_->listen_ep = make_endpoint(c.listen.address, c.listen.port, "listen");
+    impl_->admin_ep = make_endpoint(c.admin.address, c.admin.port, "admin");
     probe_port(impl_->listen_ep, "listen");
+    probe_port(impl_->admin_ep, "admin");
 }
 
 server::~server() = default;
@@ -102,31 +110,118 @@ int server::run() {
         impl_->workers.push_back(std::move(w));
     }
 
+    // The control thread: signals, key reloads, the drain sequence.
     net::io_context control;
+    // Keys from the file are replaced on reload; inline and KEYGATE_API_KEYS keys stay.
+    std::vector<key_config> static_keys;
+    const std::string file_prefix = c.auth.keys_file + ": ";
+    for (const auto& k : c.auth.keys)
+        if (c.auth.keys_file.empty() || k.origin.rfind(file_prefix, 0) != 0) static_keys.push_back(k);
+    reloader keys(control, c, std::move(static_keys), impl_->env, initial,
+                  [this](std::shared_ptr<const snapshot> s) {
+                      for (auto& w : impl_->workers) w->publish(s);
+                  },
+                  impl_->process);
+
+    // The admin listener has its own thread so that probes answer while keys reload.
+    net::io_context admin_ioc;
+    admin_hooks hooks;
+    hooks.not_ready_reason = [this, &keys]() -> std::string {
+        if (impl_->shared.draining.load()) return "draining";
+        auto s = keys.current();
+        if (s->open_mode) return {};
+        auto now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+        if (!s->keys || s->keys->active_count(now) == 0) return "no_keys";
+        return {};
+    };
+    hooks.metrics_text = [this, &keys]() {
+        metrics_view v;
+        for (auto& w : impl_->workers) v.workers.push_back(&w->metrics());
+        v.open_connections = impl_->shared.open_connections.load();
+        v.process = &impl_->process;
+        auto s = keys.current();
+        v.keys = s->keys.get();
+        return render_metrics(v);
+    };
+    std::unique_ptr<admin_server> admin;
+    try {
+        admin = std::make_unique<admin_server>(admin_ioc, impl_->admin_ep, hooks);
+    } catch (const boost::system::system_error& e) {
+        throw config_error({fmt::format("admin.port: cannot listen on {}:{}: {}", c.admin.address,
+                                        c.admin.port, e.code().message())});
+    }
+
     net::signal_set signals(control, SIGTERM, SIGINT, SIGHUP);
+    net::steady_timer drain_timer(control);
+    bool stopping = false;
+    auto stop_workers = [&] {
+        for (auto& w : impl_->workers) w->stop();
+    };
     std::function<void(error_code, int)> on_signal = [&](error_code ec, int sig) {
         if (ec) return;
+        signals.async_wait(on_signal);
         if (sig == SIGHUP) {
-            log_message("info", "SIGHUP received; no keys file to reload");
-            signals.async_wait(on_signal);
+            log_message("info", "SIGHUP received: reloading the keys file");
+            keys.reload_now();
             return;
         }
-        log_message("info", fmt::format("signal {} received, stopping", sig));
-        for (auto& w : impl_->workers) w->stop();
+        if (stopping) {
+            log_message("warn", "second stop signal: closing every connection now");
+            stop_workers();
+            return;
+        }
+        stopping = true;
+        impl_->shared.draining.store(true);
+        log_message("info", fmt::format("signal {} received: draining (delay {} ms, timeout {} ms)",
+                                        sig, c.limits.drain_delay.count(), c.limits.drain_timeout.count()));
+        // Keep serving for drain_delay so the endpoint is taken out of rotation first.
+        drain_timer.expires_after(c.limits.drain_delay);
+        drain_timer.async_wait([&](error_code e) {
+            if (e) return;
+            for (auto& w : impl_->workers) w->begin_drain();
+            auto deadline = std::chrono::steady_clock::now() + c.limits.drain_timeout;
+            auto poll = std::make_shared<std::function<void(error_code)>>();
+            *poll = [&, deadline, poll](error_code e2) {
+                if (e2) return;
+                if (impl_->shared.open_connections.load() == 0) {
+                    log_message("info", "drained: every connection is closed");
+                    stop_workers();
+                    return;
+                }
+                if (std::chrono::steady_clock::now() >= deadline) {
+                    log_message("warn", fmt::format("drain_timeout passed with {} connection(s) open; closing them",
+                                                    impl_->shared.open_connections.load()));
+                    stop_workers();
+                    return;
+                }
+                drain_timer.expires_after(std::chrono::milliseconds(20));
+                drain_timer.async_wait(*poll);
+            };
+            (*poll)({});
+        });
     };
     signals.async_wait(on_signal);
 
+    admin->start();
+    std::thread admin_thread([&] { admin_ioc.run(); });
     for (auto& w : impl_->workers) w->start();
-    log_message("info", fmt::format("keygate listening on {}:{} with {} worker(s), upstream {}, {} key(s), environment {}",
-                                    c.listen.address, c.listen.port, threads, c.upstream.url,
-                                    snap->keys->size(), c.environment));
+    keys.start();
+    log_message("info", fmt::format("keygate listening on {}:{} (admin {}:{}) with {} worker(s), upstream {}, {} key(s), environment {}",
+                                    c.listen.address, c.listen.port, c.admin.address, c.admin.port,
+                                    threads, c.upstream.url, snap->keys->size(), c.environment));
     if (c.open_mode)
         log_message("warn", "authentication is disabled: development mode with no active key");
 
     std::thread control_thread([&] { control.run(); });
     for (auto& w : impl_->workers) w->join();
+    keys.stop();
+    signals.cancel();
+    drain_timer.cancel();
     control.stop();
     control_thread.join();
+    admin->stop();
+    admin_ioc.stop();
+    admin_thread.join();
     return 0;
 }
 

@@ -4,9 +4,11 @@
 #include "keygate/key_store.hpp"
 #include "keygate/path.hpp"
 #include "keygate/policy.hpp"
+#include "keygate/rate_limit.hpp"
 #include "keygate/replies.hpp"
 #include "keygate/worker.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <fmt/format.h>
 
 #include <array>
@@ -48,16 +50,45 @@ std::string_view chunk_header(char (&buf)[24], std::size_t n) {
     return {buf, r.size};
 }
 
-class session : public std::enable_shared_from_this<session> {
+class session final : public session_base,
+                      public throttle_hooks,
+                      public std::enable_shared_from_this<session> {
 public:
     session(worker& w, tcp::socket s)
         : w_(w), cfg_(w.cfg()), client_(std::move(s)), timer_(w.ioc()),
           resolver_(w.ioc()), in_(idle_buffer), accepted_(clock::now()) {
         w_.shared().open_connections.fetch_add(1, std::memory_order_relaxed);
+        w_.add_session(this);
         peer_ = peer_string(client_);
+        auto& shared = w_.shared();
+        throttled_ = !shared.throttle.disabled() && make_client_key(peer_, client_key_) &&
+                     !shared.throttle_exempt.contains(peer_);
     }
 
-    ~session() { w_.shared().open_connections.fetch_sub(1, std::memory_order_relaxed); }
+    ~session() {
+        w_.remove_session(this);
+        w_.shared().open_connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+
+    void drain() override {
+        // Only a connection waiting for its next request is cut; an exchange in flight
+        // finishes and its response carries `Connection: close`.
+        if (phase_ == phase::head && in_.empty()) {
+            error_code ignored;
+            client_.cancel(ignored);
+        }
+    }
+
+    // throttle_hooks: the shared failed-attempt table and the keys' token buckets.
+    unsigned client_blocked() override {
+        return throttled_ ? w_.shared().throttle.blocked(client_key_, mono_now()) : 0;
+    }
+    unsigned key_failed() override {
+        return throttled_ ? w_.shared().throttle.record_failure(client_key_, mono_now()) : 0;
+    }
+    unsigned rate_limited(const key_record& key) override {
+        return key.bucket ? key.bucket->take(mono_now()) : 0;
+    }
 
     void start() {
         auto self = shared_from_this();
@@ -68,6 +99,10 @@ public:
 private:
     // Where an exchange is; decides what a timeout means.
     enum class phase { head, client_body, connect, upstream_write, upstream_head, relay, linger };
+
+    static mono_ns mono_now() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
+    }
 
     // ---- deadlines -------------------------------------------------------------------
 
@@ -84,6 +119,7 @@ private:
         const auto granularity = w_.shared().watchdog_granularity;
         while (!done_) {
             auto now = clock::now();
+            if (tunneling_ && !tunnel_key_valid()) deadline_ = now; // key removed or expired
             if (now >= deadline_) {
                 timed_out_ = true;
                 deadline_ = clock::time_point::max();
@@ -115,11 +151,16 @@ private:
             first = false;
             in_.shrink_if_empty(idle_buffer);
         }
+        // Unread request bytes would turn the close into a reset that can destroy the
+        // response in the client's buffers: drain them briefly first.
+        if (linger_on_close_) co_await linger();
         finish();
     }
 
     // One request and its response. Returns true when the connection stays open.
     net::awaitable<bool> exchange(bool first) {
+        // A draining worker takes no new request.
+        if (w_.draining() && in_.empty()) co_return false;
         // Read the head.
         phase_ = phase::head;
         bytes_in_ = bytes_out_ = 0;
@@ -184,12 +225,13 @@ private:
         auto now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
         auto creds = find_credentials(req_.fields, cfg_.auth);
         decision_ = decide(cfg_.auth, snap->keys.get(), snap->open_mode, req_.method, path_,
-                           creds, now);
+                           creds, now, this);
         if (decision_.kind == outcome::denied) {
             // A denial leaves the connection usable only when no body follows the head.
-            bool keep = !req_.has_body() && req_.keep_alive;
+            bool keep = !req_.has_body() && req_.keep_alive && !w_.draining();
             outcome_ = "denied";
-            co_return co_await reply(decision_.status, decision_.error, {}, !keep, head_len);
+            co_return co_await reply(decision_.status, decision_.error, {}, !keep, head_len,
+                                     decision_.retry_after);
         }
         outcome_ = decision_.kind == outcome::public_path ? "public" : "allowed";
         key_id_ = decision_.key ? std::string_view(decision_.key->id) : std::string_view();
@@ -209,7 +251,14 @@ private:
         ctx.peer_ip = peer_;
         ctx.proto = cfg_.listen.tls ? "https" : "http";
         ctx.request_id = request_id();
-        ctx.websocket = false;
+        // Only an authorised WebSocket upgrade keeps its Upgrade; h2c and the rest are dropped.
+        websocket_ = req_.websocket_upgrade && !req_.has_body();
+        ctx.websocket = websocket_;
+        // HTTP/1.0 may omit Host; the upstream is spoken to in HTTP/1.1, which requires it.
+        bool has_host = false;
+        for (const auto& f : req_.fields)
+            if (iequals(f.name, "Host")) has_host = true;
+        if (!has_host) req_.fields.push_back({"Host", w_.shared().upstream_authority});
         up_head_.clear();
         rewrite_request(up_head_, req_.method, target_, req_.fields, ctx, req_.framing);
         framing_ = req_.framing;
@@ -247,6 +296,8 @@ private:
                 ec = co_await w_.pool().connect(*up_, resolver_);
                 if (ec) {
                     up_.reset();
+                    w_.counters().count_upstream_error(timed_out_ ? upstream_error_kind::timeout
+                                                                  : upstream_error_kind::connect);
                     co_return co_await fail(502, "upstream_unavailable", {});
                 }
             }
@@ -263,11 +314,15 @@ private:
                                                   net::buffer(in_.data().data(), first_body)};
             co_await net::async_write(up_->socket, bufs, nothrow(ec));
             if (ec) {
-                if (timed_out_) co_return co_await fail(504, "upstream_timeout", {});
+                if (timed_out_) {
+                    w_.counters().count_upstream_error(upstream_error_kind::timeout);
+                    co_return co_await fail(504, "upstream_timeout", {});
+                }
                 if (up_->reused && !has_body && !retried) {
                     retried = true;
                     continue;
                 }
+                w_.counters().count_upstream_error(upstream_error_kind::reset);
                 co_return co_await fail(502, "upstream_unavailable", {});
             }
             if (framing_.kind == body_framing::fixed_length) {
@@ -278,9 +333,11 @@ private:
 
             // Stream the rest of the body.
             if (has_body) {
+                early_ = false;
                 int r = co_await send_body();
-                if (r > 0) co_return co_await fail_body(r);
-                if (r < 0) co_return false;
+                stop_upstream_watch();
+                if (r > 0 && !early_) co_return co_await fail_body(r);
+                if (r < 0 && !early_) co_return false;
             }
 
             // Wait for the response head.
@@ -290,10 +347,17 @@ private:
                 retried = true;
                 continue;
             }
-            if (h == 3) co_return co_await fail(504, "upstream_timeout", {});
+            if (h == 3) {
+                w_.counters().count_upstream_error(upstream_error_kind::timeout);
+                co_return co_await fail(504, "upstream_timeout", {});
+            }
+            w_.counters().count_upstream_error(h == 1 ? upstream_error_kind::bad_response
+                                                      : upstream_error_kind::reset);
             co_return co_await fail(502, "upstream_unavailable", {});
         }
         upstream_ms_ = ms_since(upstream_start_);
+        w_.counters().observe_upstream(
+            std::chrono::duration<double>(clock::now() - upstream_start_).count());
         co_return co_await relay_response();
     }
 
@@ -365,14 +429,42 @@ private:
     }
 
     // Reads more of the client's body into in_. 0 on success, 408 on timeout, -1 on close.
+    // While the body streams, the upstream may answer early (and stop reading): watch for
+    // its first byte so a stalled upload does not hide the answer.
+    void watch_upstream() {
+        if (watching_) return;
+        watching_ = true;
+        auto self = shared_from_this();
+        auto gen = watch_gen_;
+        up_->socket.async_wait(tcp::socket::wait_read, [this, self, gen](error_code ec) {
+            if (gen != watch_gen_) return;
+            watching_ = false;
+            if (ec) return;
+            early_ = true;
+            error_code ignored;
+            if (phase_ == phase::client_body) client_.cancel(ignored);
+            else if (phase_ == phase::upstream_write && up_) up_->socket.cancel(ignored);
+        });
+    }
+
+    void stop_upstream_watch() {
+        if (!watching_) return;
+        ++watch_gen_;
+        watching_ = false;
+        error_code ignored;
+        if (up_) up_->socket.cancel(ignored);
+    }
+
     net::awaitable<int> read_client() {
+        if (early_) co_return -1;
+        watch_upstream();
         phase_ = phase::client_body;
         set_deadline(cfg_.limits.idle_timeout);
         std::size_t avail = 0;
         char* p = in_.prepare(relay_chunk, std::max(relay_chunk, cfg_.limits.max_header_bytes) + relay_chunk, avail);
         error_code ec;
         std::size_t n = co_await client_.async_read_some(net::buffer(p, avail), nothrow(ec));
-        if (ec) co_return timed_out_ ? 408 : -1;
+        if (ec) co_return early_ ? -1 : timed_out_ ? 408 : -1;
         in_.commit(n);
         co_return 0;
     }
@@ -396,7 +488,11 @@ private:
                     co_return 1;
                 if (resp_.status < 200) {
                     // Interim responses are not relayed; 101 is never asked for here.
-                    if (resp_.status == 101) co_return 1;
+                    if (resp_.status == 101) {
+                        if (!websocket_) co_return 1;
+                        resp_head_len_ = scan.length;
+                        co_return 0;
+                    }
                     up_->buf.consume(scan.length);
                     scanned = 0;
                     continue;
@@ -424,7 +520,7 @@ private:
         // How the client gets the body: chunked responses stay chunked for HTTP/1.1
         // clients; anything else without a length ends with the connection.
         body_framing out = resp_.framing;
-        bool close_after = !client_keep_alive_ || !body_done_ || upload_failed_;
+        bool close_after = !client_keep_alive_ || !body_done_ || upload_failed_ || w_.draining();
         if (!resp_.no_body) {
             if (resp_.framing.kind == body_framing::until_close) close_after = true;
             if (resp_.framing.kind == body_framing::chunked && client_http10_) {
@@ -436,6 +532,11 @@ private:
         rctx.request_id = request_id();
         rctx.keep_alive = !close_after;
         rctx.http10_client = client_http10_;
+        if (resp_.status == 101) {
+            rctx.websocket = true;
+            rctx.keep_alive = true;
+            out = {body_framing::none, 0};
+        }
         resp_status_ = resp_.status;
         resp_out_.clear();
         rewrite_response(resp_out_, resp_.status, resp_.reason, resp_.fields, rctx, out);
@@ -445,6 +546,14 @@ private:
         bool upstream_clean = resp_.keep_alive && body_done_ && !upload_failed_;
         phase_ = phase::relay;
         response_started_ = true;
+
+        if (resp_.status == 101) {
+            set_deadline(cfg_.limits.idle_timeout);
+            co_await net::async_write(client_, net::buffer(resp_out_), nothrow(ec));
+            bytes_out_ += resp_out_.size();
+            if (!ec) co_await tunnel();
+            co_return end_exchange(false, false);
+        }
 
         if (resp_.no_body || resp_.framing.kind == body_framing::none) {
             set_deadline(cfg_.limits.idle_timeout);
@@ -527,9 +636,53 @@ private:
         co_return end_exchange(upstream_clean && up_->buf.empty(), !close_after);
     }
 
+    // After a 101: bytes both ways until either side closes or idle_timeout passes with no
+    // byte; the key is re-checked by the watchdog while the tunnel is open.
+    net::awaitable<void> tunnel() {
+        using namespace net::experimental::awaitable_operators;
+        phase_ = phase::relay;
+        tunnel_key_ = decision_.key ? decision_.key->id : std::string();
+        tunneling_ = true;
+        set_deadline(cfg_.limits.idle_timeout);
+        co_await (pump(client_, in_, up_->socket) || pump(up_->socket, up_->buf, client_));
+        tunneling_ = false;
+    }
+
+    net::awaitable<void> pump(tcp::socket& from, byte_buffer& buf, tcp::socket& to) {
+        error_code ec;
+        for (;;) {
+            if (!buf.empty()) {
+                co_await net::async_write(to, net::buffer(buf.data().data(), buf.size()), nothrow(ec));
+                if (ec) co_return;
+                if (&to == &client_) bytes_out_ += buf.size();
+                else bytes_in_ += buf.size();
+                buf.consume(buf.size());
+                set_deadline(cfg_.limits.idle_timeout);
+            }
+            std::size_t avail = 0;
+            char* p = buf.prepare(relay_chunk, relay_chunk * 2, avail);
+            std::size_t n = co_await from.async_read_some(net::buffer(p, avail), nothrow(ec));
+            if (ec) co_return;
+            buf.commit(n);
+            set_deadline(cfg_.limits.idle_timeout);
+        }
+    }
+
+    // True while the tunnel's key is still in the current key set and valid.
+    bool tunnel_key_valid() {
+        if (tunnel_key_.empty()) return true; // a public path or open mode: no key to lose
+        const auto& snap = w_.current();
+        if (!snap->keys) return false;
+        const key_record* k = snap->keys->find_id(tunnel_key_);
+        if (!k || k->disabled) return false;
+        auto now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+        return !(k->expires_at && now >= *k->expires_at);
+    }
+
     // Logs the exchange, returns the upstream connection to the pool when it is clean, and
     // says whether the client connection stays open.
     bool end_exchange(bool reuse_upstream, bool keep_client) {
+        if (!keep_client && !body_done_) linger_on_close_ = true;
         if (up_) {
             if (reuse_upstream) w_.pool().put(std::move(up_));
             up_.reset();
@@ -574,8 +727,11 @@ private:
 
     // Sends one of keygate's JSON replies. With `close`, lingers so the client reads it.
     net::awaitable<bool> reply(unsigned status, std::string_view code, std::string_view message,
-                               bool close, std::size_t consume_after) {
+                               bool close, std::size_t consume_after, unsigned retry_after = 0) {
+        close = close || w_.draining();
         reply_options opts;
+        opts.retry_after = retry_after;
+        opts.head_request = method_ == "HEAD";
         opts.request_id = request_id();
         opts.date = w_.http_date();
         opts.close = close;
@@ -610,8 +766,8 @@ private:
     // so closing does not reset the connection before the client has read the answer.
     net::awaitable<void> linger() {
         phase_ = phase::linger;
-        error_code ec;
-        client_.shutdown(tcp::socket::shutdown_send, ec);
+        error_code ec, ignored;
+        client_.shutdown(tcp::socket::shutdown_send, ignored);
         set_deadline(linger_time);
         std::size_t total = in_.size();
         in_.consume(in_.size());
@@ -652,7 +808,9 @@ private:
                 incoming = f.value;
             }
         }
-        if (count == 1 && valid_request_id(incoming)) {
+        // A value named by Connection is hop-by-hop: what keygate adds is built without it.
+        if (count == 1 && valid_request_id(incoming) &&
+            !named_by_connection(req_.fields, "X-Request-Id")) {
             std::memcpy(rid_, incoming.data(), incoming.size());
             rid_len_ = incoming.size();
         }
@@ -684,6 +842,14 @@ private:
         e.bytes_out = bytes_out_;
         e.duration_ms = std::chrono::duration<double, std::milli>(clock::now() - request_start_).count();
         w_.log_access(e);
+        auto& m = w_.counters();
+        request_outcome o = outcome == "allowed"  ? request_outcome::allowed
+                            : outcome == "denied" ? request_outcome::denied
+                            : outcome == "public" ? request_outcome::public_path
+                                                  : request_outcome::error;
+        m.count_request(o, status);
+        denial_reason r;
+        if (o == request_outcome::denied && parse_denial_reason(reason, r)) m.count_denial(r);
     }
 
     worker& w_;
@@ -699,6 +865,15 @@ private:
     clock::time_point armed_ = clock::time_point::max();
     bool timed_out_ = false;
     bool done_ = false;
+    bool linger_on_close_ = false;
+    bool websocket_ = false;
+    bool tunneling_ = false;
+    std::string tunnel_key_;
+    bool watching_ = false; // an upstream read-readiness wait is pending
+    bool early_ = false;    // the upstream answered before the body was sent
+    unsigned watch_gen_ = 0;
+    bool throttled_ = false; // this client is subject to the failed-attempt throttle
+    client_key client_key_;
     phase phase_ = phase::head;
 
     // Per exchange.

@@ -14,7 +14,15 @@ shared_state::shared_state(const config& c)
              c.auth.header, c.auth.identity_header_prefix},
       watchdog_granularity(std::max<millis>(
           millis(10), std::min({c.limits.header_timeout, c.limits.idle_timeout,
-                                c.upstream.connect_timeout, c.upstream.response_timeout}))) {}
+                                c.upstream.connect_timeout, c.upstream.response_timeout}))),
+      throttle(c.auth.failed_attempts) {
+    throttle_exempt.assign(c.auth.failed_attempts.exempt);
+    bool default_port = (c.upstream.scheme == "http" && c.upstream.port == 80) ||
+                        (c.upstream.scheme == "https" && c.upstream.port == 443);
+    std::string host = c.upstream.host;
+    if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+    upstream_authority = default_port ? host : host + ":" + std::to_string(c.upstream.port);
+}
 
 worker::worker(shared_state& shared, std::shared_ptr<const snapshot> initial)
     : shared_(shared), pool_(ioc_, shared.cfg.upstream) {
@@ -68,6 +76,31 @@ void worker::publish(std::shared_ptr<const snapshot> snap) {
         return;
     }
     net::post(ioc_, [this, mine = std::move(mine)]() mutable { current_ = std::move(mine); });
+}
+
+void worker::begin_drain() {
+    net::post(ioc_, [this] {
+        draining_ = true;
+        error_code ignored;
+        acceptor_.close(ignored);
+        pool_.clear();
+        // drain() may end a session (and unlink it) only asynchronously, so walking on is safe.
+        for (session_base* s = sessions_; s != nullptr; s = s->next_) s->drain();
+    });
+}
+
+void worker::add_session(session_base* s) {
+    s->prev_ = nullptr;
+    s->next_ = sessions_;
+    if (sessions_) sessions_->prev_ = s;
+    sessions_ = s;
+}
+
+void worker::remove_session(session_base* s) {
+    if (s->prev_) s->prev_->next_ = s->next_;
+    else sessions_ = s->next_;
+    if (s->next_) s->next_->prev_ = s->prev_;
+    s->prev_ = s->next_ = nullptr;
 }
 
 net::awaitable<void> worker::accept_loop() {

@@ -14,6 +14,8 @@
 
 namespace keygate {
 
+class token_bucket;
+
 /// One key as the request path sees it.
 struct key_record {
     std::string id;
@@ -24,6 +26,9 @@ struct key_record {
     std::optional<sys_seconds> expires_at;
     bool disabled = false;
     std::optional<rate_limit_config> rate_limit;
+    /// The key's token bucket when it has a rate_limit; shared by every worker, and kept
+    /// across reloads while the id and the limit stay the same.
+    std::shared_ptr<token_bucket> bucket;
     std::vector<std::string> allowed_paths;
     /// Identity headers pre-rendered for forwarding, each line ending in CRLF:
     /// `<prefix>Key-Id`, `<prefix>Scopes` (absent without scopes), `<prefix>Label-<name>`.
@@ -43,7 +48,12 @@ struct key_lookup {
 class key_store {
 public:
     /// Builds the store; `keys` must already be validated (validate_key_set).
-    key_store(const std::vector<key_config>& keys, std::string_view identity_prefix);
+    /// Token buckets of `previous` are carried over for keys whose id and limit are unchanged.
+    key_store(const std::vector<key_config>& keys, std::string_view identity_prefix,
+              const key_store* previous = nullptr);
+
+    /// The record with this id, or null.
+    const key_record* find_id(std::string_view id) const;
 
     /// A copy rebuilds the index: the index holds views into this store's own records.
     key_store(const key_store& other);

@@ -14,6 +14,7 @@ struct reply_options {
     bool http10 = false;                // HTTP/1.0 status line (and keep-alive when kept)
     std::string_view credential_header; // non-empty on 401: WWW-Authenticate names it
     unsigned retry_after = 0;           // non-zero on 429
+    bool head_request = false;          // answer to HEAD: the head only, Content-Length kept
 };
 
 /// The standard reason phrase of a status keygate answers itself.

@@ -13,10 +13,11 @@ unsigned available_cpus();
 class server {
 public:
     /// Validates what only binding can tell (ports in use); throws config_error.
-    explicit server(config cfg);
+    /// `env` is kept for `${VAR}` in the keys file on reload.
+    server(config cfg, env_lookup env);
     ~server();
 
-    /// Serves until SIGTERM or SIGINT; returns the exit code.
+    /// Serves until SIGTERM or SIGINT has drained it; returns the exit code.
     int run();
 
 private:

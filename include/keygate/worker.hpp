@@ -4,6 +4,8 @@
 #include "keygate/access_log.hpp"
 #include "keygate/config.hpp"
 #include "keygate/framing.hpp"
+#include "keygate/metrics.hpp"
+#include "keygate/rate_limit.hpp"
 #include "keygate/net.hpp"
 #include "keygate/snapshot.hpp"
 #include "keygate/upstream_pool.hpp"
@@ -24,6 +26,30 @@ struct shared_state {
     std::atomic<std::size_t> open_connections{0};
     /// The longest a session's watchdog sleeps: the shortest configured timeout.
     std::chrono::milliseconds watchdog_granularity;
+    /// The failed-attempt table, shared by all workers (sharded locks inside).
+    failed_attempts throttle;
+    /// Clients the throttle never blocks.
+    cidr_set throttle_exempt;
+    /// `host[:port]` of the upstream URL, the Host of requests that came without one.
+    std::string upstream_authority;
+    /// Set on SIGTERM: readiness fails, and sessions finish with `Connection: close`.
+    std::atomic<bool> draining{false};
+};
+
+/// What a worker needs of a live session to drain it.
+class session_base {
+public:
+    /// Asks the session to end: an idle connection closes now, an exchange in flight
+    /// finishes with `Connection: close`.
+    virtual void drain() = 0;
+
+protected:
+    ~session_base() = default;
+
+private:
+    friend class worker;
+    session_base* prev_ = nullptr;
+    session_base* next_ = nullptr;
 };
 
 class worker {
@@ -46,6 +72,12 @@ public:
     /// Hands a new snapshot to this worker; safe from any thread.
     void publish(std::shared_ptr<const snapshot> snap);
 
+    /// Closes the acceptor and drains every session; safe from any thread.
+    void begin_drain();
+
+    /// This worker's counters (written only on its thread).
+    const worker_metrics& metrics() const { return metrics_; }
+
     // What sessions use, on this worker's thread only.
     net::io_context& ioc() { return ioc_; }
     shared_state& shared() { return shared_; }
@@ -53,6 +85,10 @@ public:
     /// The current snapshot; the pointer's reference count is private to this worker.
     const std::shared_ptr<const snapshot>& current() const { return current_; }
     upstream_pool& pool() { return pool_; }
+    worker_metrics& counters() { return metrics_; }
+    bool draining() const { return draining_; }
+    void add_session(session_base* s);
+    void remove_session(session_base* s);
     /// Queues an access-log line; lines are written in batches.
     void log_access(const access_entry& e);
     /// The IMF-fixdate of the current second.
@@ -76,6 +112,9 @@ private:
     long long date_sec_ = -1;
     char date_[30]{};
     std::uint64_t rng_state_[2]{};
+    worker_metrics metrics_;
+    session_base* sessions_ = nullptr;
+    bool draining_ = false;
 };
 
 /// Serves one accepted client connection until it closes.

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import select
 import shutil
 import signal
 import socket
@@ -281,7 +280,8 @@ class Keygate:
 
     def __init__(self, config: dict | None = None, *, config_text: str | None = None,
                  env: dict | None = None, args=(), port: int | None = None,
-                 ready_timeout: float = 5.0, use_config_flag: bool = True):
+                 ready_timeout: float = 5.0, use_config_flag: bool = True,
+                 wait_ready: bool = True):
         self.config = config
         self.tmp = tempfile.mkdtemp(prefix="keygate-it-")
         self.config_path = os.path.join(self.tmp, "keygate.yaml")
@@ -295,6 +295,7 @@ class Keygate:
         self.port = port
         self.ready_timeout = ready_timeout
         self.use_config_flag = use_config_flag
+        self.wait_ready = wait_ready
         self.proc: subprocess.Popen | None = None
         self.stdout_path = os.path.join(self.tmp, "stdout.log")
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
@@ -327,7 +328,9 @@ class Keygate:
         finally:
             out.close()
             err.close()
-        if self.port is not None and not wait_port(self.port, self.ready_timeout, self.proc):
+        if not self.wait_ready or self.port is None:
+            return
+        if not wait_port(self.port, self.ready_timeout, self.proc):
             code = self.proc.poll()
             raise KeygateExited(
                 f"keygate did not become ready on port {self.port} (exit code {code});\n"
@@ -970,6 +973,18 @@ def _route_status(up, conn, req):
                         head_only=req.method == "HEAD")
 
 
+def _route_eof(up, conn, req):
+    """A close-delimited response: no Content-Length, no Transfer-Encoding, then close."""
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"e" * 70000)
+    return False
+
+
+def _route_badframing(up, conn, req):
+    """A response whose framing is ambiguous (two different Content-Length values)."""
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello" + b"x" * 45)
+    return False
+
+
 def _route_connclose(up, conn, req):
     """Answers with Connection: close and closes."""
     conn.respond(200, _info_body(req), headers=[("Connection", "close")])
@@ -1019,7 +1034,8 @@ ROUTES = {
     "/reset": _route_reset, "/hang": _route_hang, "/stale": _route_stale,
     "/oneshot": _route_oneshot, "/hop": _route_hop, "/early-hints": _route_early_hints,
     "/truncate": _route_truncate, "/truncchunk": _route_truncchunk, "/status": _route_status,
-    "/connclose": _route_connclose, "/ws": _route_ws,
+    "/connclose": _route_connclose, "/ws": _route_ws, "/eof": _route_eof,
+    "/badframing": _route_badframing,
 }
 EARLY_ROUTES = {"/early": _route_early, "/reset-early": _route_reset,
                 "/hang-early": _route_hang}

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Authentication and authorisation, end to end (DESIGN.md §1.3-§1.8, error format)."""
 import os
-import re
 import sys
 import time
 
@@ -314,6 +313,30 @@ class AuthTest(h.KeygateTestCase):
             self.assertEqual(r.status, 200, r)
         self.assertEqual([u.target for u in self.up.wait_requests(2)], ["/orders/1", "/orders/2"])
 
+    def test_denial_of_head_request_has_no_body(self):
+        with h.Client(self.kg.port) as c:
+            r = c.request("HEAD", "/orders/1")
+            self.assertEqual(r.status, 401, r)
+            self.assertFalse(r.has_close())
+            # A body after the HEAD answer would be read as the next response.
+            try:
+                r = c.request("GET", "/orders/1", [self.key_hdr("alpha")])
+            except ValueError as e:
+                self.fail(f"keygate sent a body with its answer to HEAD: {e}")
+            self.assertEqual(r.status, 200, r)
+
+    def test_zero_length_body_is_no_body(self):
+        with h.Client(self.kg.port) as c:
+            r = c.request("POST", "/orders/1", [("Content-Length", "0")])
+            self.assertDenied401(r, "missing_api_key")
+            self.assertFalse(r.has_close(), "Content-Length: 0 is a request without a body")
+            r = c.request("POST", "/orders/1", [self.key_hdr("alpha"), ("Content-Length", "0")])
+            self.assertEqual(r.status, 200, r)
+
+    def test_key_value_whitespace_is_not_part_of_the_key(self):
+        r = self.req("GET", "/orders/1", [("X-API-Key", " \t" + self.keys["alpha"] + " \t")])
+        self.assertEqual(r.status, 200, r)
+
     def test_denial_with_body_closes_connection(self):
         cases = [
             ("POST", "/orders/1", [], b"hello"),
@@ -479,16 +502,41 @@ class FailedAttemptThrottleTest(h.KeygateTestCase):
         self.assertError(self.req("GET", "/a", [("X-API-Key", h.new_key())]), 401, "invalid_api_key")
 
 
+class ThrottleExemptTest(h.KeygateTestCase):
+    """failed_attempts.exempt: an exempt client is never blocked."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = cls.start_upstream()
+        cls.key = h.new_key()
+        cls.kg = cls.start_keygate(h.make_config(cls.up.port, keys=[h.key_entry("svc", key=cls.key)],
+                                                 auth={"failed_attempts": {"max": 1, "window": "60s", "block": "60s",
+                                                                           "exempt": ["127.0.0.0/8"]}}))
+
+    def test_exempt_client_never_blocked(self):
+        for _ in range(5):
+            self.assertError(self.req("GET", "/a", [("X-API-Key", h.new_key())]), 401, "invalid_api_key")
+        self.assertEqual(self.req("GET", "/a", [("X-API-Key", self.key)]).status, 200)
+
+
 class KeyRateLimitTest(h.KeygateTestCase):
     """A key's rate_limit: over it → 429 rate_limited with Retry-After."""
 
     @classmethod
     def setUpClass(cls):
         cls.up = cls.start_upstream()
-        cls.limited, cls.free = h.new_key(), h.new_key()
+        cls.limited, cls.limited2, cls.free = h.new_key(), h.new_key(), h.new_key()
         cls.kg = cls.start_keygate(h.make_config(cls.up.port, keys=[
             h.key_entry("limited", key=cls.limited, rate_limit={"requests_per_second": 0.5, "burst": 2}),
+            h.key_entry("limited2", key=cls.limited2, rate_limit={"requests_per_second": 0.5, "burst": 2}),
             h.key_entry("free", key=cls.free)], threads=2))
+
+    def setUp(self):
+        self.up.reset()
+
+    def test_limit_shared_by_worker_threads(self):
+        statuses = [self.req("GET", "/c", [("X-API-Key", self.limited2)]).status for _ in range(8)]
+        self.assertEqual(statuses.count(200), 2, f"burst 2 over 8 connections and 2 workers: {statuses}")
 
     def test_rate_limited(self):
         statuses = []
