@@ -6,7 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 
 .DEFAULT_GOAL := build
-.PHONY: deps build test run clean
+.PHONY: deps build test run clean bench
 
 deps:
 	scripts/install-deps.sh
@@ -23,3 +23,8 @@ run: build
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# Benchmark keygate against nginx and HAProxy on 127.0.0.1 (see bench/README.md).
+# Uses the existing binary: KEYGATE=path overrides build/keygate, DURATION=5s shortens runs.
+bench:
+	KEYGATE=$${KEYGATE:-$(BUILD_DIR)/keygate} bash bench/run.sh

@@ -1254,6 +1254,33 @@ std::optional<std::string> env_value(const env_lookup& env, const char* name) {
     return v;
 }
 
+// Headers that HTTP framing, hop-by-hop handling or keygate's own forwarding depend on.
+constexpr std::string_view reserved_headers[] = {
+    "Host", "Content-Length", "Content-Type", "Transfer-Encoding", "Connection", "Keep-Alive",
+    "Proxy-Connection", "TE", "Trailer", "Upgrade", "Expect", "Cookie", "Forwarded",
+    "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id",
+};
+
+// The credential header must not be one keygate or HTTP itself rewrites, and the identity
+// prefix, whose headers are stripped from every request, must not catch one of them.
+void check_headers(const config::auth_t& auth, std::vector<std::string>& problems) {
+    for (std::string_view h : reserved_headers) {
+        if (ascii_iequal(auth.header, h)) {
+            problems.push_back("auth.header: " + std::string(h) +
+                               " has a meaning of its own in HTTP; use a header such as X-API-Key");
+            break;
+        }
+    }
+    std::string_view prefix = auth.identity_header_prefix;
+    for (std::string_view h : reserved_headers) {
+        if (h.size() >= prefix.size() && ascii_iequal(h.substr(0, prefix.size()), prefix)) {
+            problems.push_back("auth.identity_header_prefix: would strip the " + std::string(h) +
+                               " header from every request; use a distinctive prefix such as X-Keygate-");
+            break;
+        }
+    }
+}
+
 bool is_wildcard(std::string_view address) {
     return address == "0.0.0.0" || address == "::";
 }
@@ -1340,6 +1367,8 @@ config load_config(std::string_view yaml_text, const env_lookup& env, const cli_
         }
     }
 
+    check_headers(cfg.auth, problems);
+
     if (cfg.admin.port == cfg.listen.port &&
         (cfg.admin.address == cfg.listen.address || is_wildcard(cfg.admin.address) ||
          is_wildcard(cfg.listen.address)))
@@ -1381,8 +1410,13 @@ std::vector<key_config> load_keys_file(const std::string& file, const env_lookup
     std::string why;
     auto text = read_file(file, why);
     if (!text) throw config_error({file + ": cannot read the keys file: " + why});
+    return load_keys_text(*text, file, env);
+}
+
+std::vector<key_config> load_keys_text(std::string_view text, const std::string& file,
+                                       const env_lookup& env) {
     std::vector<std::string> problems;
-    auto keys = parse_keys_document(*text, file, env, problems);
+    auto keys = parse_keys_document(text, file, env, problems);
     if (!problems.empty()) throw config_error(std::move(problems));
     return keys;
 }

@@ -3,6 +3,7 @@
 #include "keygate/access_log.hpp"
 #include "keygate/admin.hpp"
 #include "keygate/reloader.hpp"
+#include "keygate/tls.hpp"
 #include "keygate/key_store.hpp"
 #include "keygate/net.hpp"
 #include "keygate/worker.hpp"
@@ -78,6 +79,57 @@ struct server::impl {
     tcp::endpoint listen_ep;
     tcp::endpoint admin_ep;
     std::vector<std::unique_ptr<worker>> workers;
+    std::shared_ptr<ssl::context> listen_tls;
+    std::shared_ptr<ssl::context> upstream_tls;
+    std::string tls_files; // fingerprint of the files the contexts were built from
+
+    std::vector<std::string> tls_paths() const {
+        std::vector<std::string> v;
+        if (cfg.listen.tls) {
+            v.push_back(cfg.listen.tls->cert_file);
+            v.push_back(cfg.listen.tls->key_file);
+        }
+        if (cfg.upstream.scheme == "https") v.push_back(cfg.upstream.tls.ca_file);
+        return v;
+    }
+
+    // Builds both contexts; throws config_error (startup) naming the field.
+    void build_tls() {
+        std::vector<std::string> problems;
+        std::shared_ptr<ssl::context> l, u;
+        try {
+            if (cfg.listen.tls) l = make_server_tls(*cfg.listen.tls);
+        } catch (const config_error& e) {
+            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
+        }
+        try {
+            if (cfg.upstream.scheme == "https") u = make_client_tls(cfg.upstream.tls);
+        } catch (const config_error& e) {
+            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
+        }
+        if (!problems.empty()) throw config_error(std::move(problems));
+        listen_tls = std::move(l);
+        upstream_tls = std::move(u);
+    }
+
+    // Rebuilds the TLS contexts when their files changed; a failure keeps the old ones.
+    void check_tls(bool forced) {
+        auto paths = tls_paths();
+        if (paths.empty()) return;
+        auto now = tls_fingerprint(paths);
+        if (now == tls_files && !forced) return;
+        tls_files = now;
+        try {
+            build_tls();
+        } catch (const config_error& e) {
+            std::string all;
+            for (const auto& p : e.problems) all += (all.empty() ? "" : "; ") + p;
+            log_message("error", "TLS files not applied, previous certificates stay in force: " + all);
+            return;
+        }
+        for (auto& w : workers) w->set_tls(listen_tls, upstream_tls);
+        log_message("info", "TLS certificates reloaded");
+    }
 };
 
 server::server(config cfg, env_lookup env)
@@ -85,6 +137,8 @@ server::server(config cfg, env_lookup env)
     auto& c = impl_->cfg;
     impl_->listen_ep = make_endpoint(c.listen.address, c.listen.port, "listen");
     impl_->admin_ep = make_endpoint(c.admin.address, c.admin.port, "admin");
+    impl_->build_tls();
+    impl_->tls_files = tls_fingerprint(impl_->tls_paths());
     probe_port(impl_->listen_ep, "listen");
     probe_port(impl_->admin_ep, "admin");
 }
@@ -107,6 +161,7 @@ int server::run() {
             throw config_error({fmt::format("listen.port: cannot listen on {}:{}: {}",
                                             c.listen.address, c.listen.port, e.code().message())});
         }
+        w->set_tls(impl_->listen_tls, impl_->upstream_tls);
         impl_->workers.push_back(std::move(w));
     }
 
@@ -161,8 +216,9 @@ int server::run() {
         if (ec) return;
         signals.async_wait(on_signal);
         if (sig == SIGHUP) {
-            log_message("info", "SIGHUP received: reloading the keys file");
+            log_message("info", "SIGHUP received: reloading the keys file and TLS files");
             keys.reload_now();
+            impl_->check_tls(true);
             return;
         }
         if (stopping) {
@@ -202,6 +258,19 @@ int server::run() {
     };
     signals.async_wait(on_signal);
 
+    // cert-manager and friends replace certificate files in place: poll them.
+    net::steady_timer tls_timer(control);
+    std::function<void(error_code)> tls_poll = [&](error_code ec) {
+        if (ec) return;
+        impl_->check_tls(false);
+        tls_timer.expires_after(c.auth.reload_interval);
+        tls_timer.async_wait(tls_poll);
+    };
+    if (!impl_->tls_paths().empty()) {
+        tls_timer.expires_after(c.auth.reload_interval);
+        tls_timer.async_wait(tls_poll);
+    }
+
     admin->start();
     std::thread admin_thread([&] { admin_ioc.run(); });
     for (auto& w : impl_->workers) w->start();
@@ -217,6 +286,7 @@ int server::run() {
     keys.stop();
     signals.cancel();
     drain_timer.cancel();
+    tls_timer.cancel();
     control.stop();
     control_thread.join();
     admin->stop();

@@ -54,12 +54,12 @@ class session final : public session_base,
                       public throttle_hooks,
                       public std::enable_shared_from_this<session> {
 public:
-    session(worker& w, tcp::socket s)
-        : w_(w), cfg_(w.cfg()), client_(std::move(s)), timer_(w.ioc()),
+    session(worker& w, stream s, std::shared_ptr<ssl::context> tls)
+        : w_(w), cfg_(w.cfg()), client_(std::move(s)), tls_ctx_(std::move(tls)), timer_(w.ioc()),
           resolver_(w.ioc()), in_(idle_buffer), accepted_(clock::now()) {
         w_.shared().open_connections.fetch_add(1, std::memory_order_relaxed);
         w_.add_session(this);
-        peer_ = peer_string(client_);
+        peer_ = peer_string(client_.socket());
         auto& shared = w_.shared();
         throttled_ = !shared.throttle.disabled() && make_client_key(peer_, client_key_) &&
                      !shared.throttle_exempt.contains(peer_);
@@ -75,7 +75,7 @@ public:
         // finishes and its response carries `Connection: close`.
         if (phase_ == phase::head && in_.empty()) {
             error_code ignored;
-            client_.cancel(ignored);
+            client_.cancel();
         }
     }
 
@@ -124,8 +124,8 @@ private:
                 timed_out_ = true;
                 deadline_ = clock::time_point::max();
                 error_code ignored;
-                client_.cancel(ignored);
-                if (up_) up_->socket.cancel(ignored);
+                client_.cancel();
+                if (up_) up_->stream.cancel();
                 resolver_.cancel();
             }
             armed_ = std::min(deadline_, now + granularity);
@@ -139,13 +139,25 @@ private:
         done_ = true;
         timer_.cancel();
         error_code ignored;
-        client_.close(ignored);
+        client_.close();
         up_.reset();
     }
 
     // ---- the connection loop ---------------------------------------------------------
 
     net::awaitable<void> run(std::shared_ptr<session>) {
+        if (client_.is_tls()) {
+            // The handshake counts against the header timeout; a plain-HTTP client fails it
+            // and is closed.
+            phase_ = phase::head;
+            set_deadline(cfg_.limits.header_timeout);
+            error_code ec;
+            co_await client_.tls().async_handshake(ssl::stream_base::server, nothrow(ec));
+            if (ec) {
+                finish();
+                co_return;
+            }
+        }
         bool first = true;
         while (co_await exchange(first)) {
             first = false;
@@ -191,7 +203,7 @@ private:
             char* p = in_.prepare(1024, cfg_.limits.max_header_bytes, avail);
             avail = std::min(avail, cfg_.limits.max_header_bytes - in_.size());
             error_code ec;
-            std::size_t n = co_await client_.async_read_some(net::buffer(p, avail), nothrow(ec));
+            std::size_t n = co_await client_.read_some(net::buffer(p, avail), ec);
             if (ec) {
                 if (timed_out_ && (started || !in_.empty())) {
                     start_request_clock();
@@ -278,7 +290,7 @@ private:
         if (expect_continue) {
             phase_ = phase::relay;
             set_deadline(cfg_.limits.idle_timeout);
-            co_await net::async_write(client_, net::buffer(continue_100), nothrow(ec));
+            co_await client_.write(net::buffer(continue_100), ec);
             if (ec) co_return false;
         }
 
@@ -312,7 +324,7 @@ private:
                     std::min<std::uint64_t>(in_.size(), framing_.length));
             std::array<net::const_buffer, 2> bufs{net::buffer(up_head_),
                                                   net::buffer(in_.data().data(), first_body)};
-            co_await net::async_write(up_->socket, bufs, nothrow(ec));
+            co_await up_->stream.write(bufs, ec);
             if (ec) {
                 if (timed_out_) {
                     w_.counters().count_upstream_error(upstream_error_kind::timeout);
@@ -375,8 +387,7 @@ private:
                     std::min<std::uint64_t>(in_.size(), body_left_));
                 phase_ = phase::upstream_write;
                 set_deadline(cfg_.limits.idle_timeout);
-                co_await net::async_write(up_->socket, net::buffer(in_.data().data(), take),
-                                          nothrow(ec));
+                co_await up_->stream.write(net::buffer(in_.data().data(), take), ec);
                 if (ec) co_return upstream_write_failed();
                 in_.consume(take);
                 bytes_in_ += take;
@@ -401,7 +412,7 @@ private:
                                                       net::buffer(data), net::buffer("\r\n", 2)};
                 phase_ = phase::upstream_write;
                 set_deadline(cfg_.limits.idle_timeout);
-                co_await net::async_write(up_->socket, bufs, nothrow(ec));
+                co_await up_->stream.write(bufs, ec);
                 if (ec) co_return upstream_write_failed();
             }
             in_.consume(used);
@@ -414,7 +425,7 @@ private:
         }
         phase_ = phase::upstream_write;
         set_deadline(cfg_.limits.idle_timeout);
-        co_await net::async_write(up_->socket, net::buffer("0\r\n\r\n", 5), nothrow(ec));
+        co_await up_->stream.write(net::buffer("0\r\n\r\n", 5), ec);
         if (ec) co_return upstream_write_failed();
         body_done_ = true;
         co_return 0;
@@ -436,14 +447,14 @@ private:
         watching_ = true;
         auto self = shared_from_this();
         auto gen = watch_gen_;
-        up_->socket.async_wait(tcp::socket::wait_read, [this, self, gen](error_code ec) {
+        up_->stream.socket().async_wait(tcp::socket::wait_read, [this, self, gen](error_code ec) {
             if (gen != watch_gen_) return;
             watching_ = false;
             if (ec) return;
             early_ = true;
             error_code ignored;
-            if (phase_ == phase::client_body) client_.cancel(ignored);
-            else if (phase_ == phase::upstream_write && up_) up_->socket.cancel(ignored);
+            if (phase_ == phase::client_body) client_.cancel();
+            else if (phase_ == phase::upstream_write && up_) up_->stream.cancel();
         });
     }
 
@@ -452,7 +463,7 @@ private:
         ++watch_gen_;
         watching_ = false;
         error_code ignored;
-        if (up_) up_->socket.cancel(ignored);
+        if (up_) up_->stream.cancel();
     }
 
     net::awaitable<int> read_client() {
@@ -463,7 +474,7 @@ private:
         std::size_t avail = 0;
         char* p = in_.prepare(relay_chunk, std::max(relay_chunk, cfg_.limits.max_header_bytes) + relay_chunk, avail);
         error_code ec;
-        std::size_t n = co_await client_.async_read_some(net::buffer(p, avail), nothrow(ec));
+        std::size_t n = co_await client_.read_some(net::buffer(p, avail), ec);
         if (ec) co_return early_ ? -1 : timed_out_ ? 408 : -1;
         in_.commit(n);
         co_return 0;
@@ -505,7 +516,7 @@ private:
             std::size_t avail = 0;
             char* p = up_->buf.prepare(4096, max_response_head + relay_chunk, avail);
             error_code ec;
-            std::size_t n = co_await up_->socket.async_read_some(net::buffer(p, avail), nothrow(ec));
+            std::size_t n = co_await up_->stream.read_some(net::buffer(p, avail), ec);
             if (ec) {
                 if (timed_out_) co_return 3;
                 co_return got_bytes ? 4 : 2;
@@ -549,7 +560,7 @@ private:
 
         if (resp_.status == 101) {
             set_deadline(cfg_.limits.idle_timeout);
-            co_await net::async_write(client_, net::buffer(resp_out_), nothrow(ec));
+            co_await client_.write(net::buffer(resp_out_), ec);
             bytes_out_ += resp_out_.size();
             if (!ec) co_await tunnel();
             co_return end_exchange(false, false);
@@ -557,7 +568,7 @@ private:
 
         if (resp_.no_body || resp_.framing.kind == body_framing::none) {
             set_deadline(cfg_.limits.idle_timeout);
-            co_await net::async_write(client_, net::buffer(resp_out_), nothrow(ec));
+            co_await client_.write(net::buffer(resp_out_), ec);
             bytes_out_ += resp_out_.size();
             if (ec) co_return end_exchange(false, false);
             co_return end_exchange(upstream_clean && up_->buf.empty(), !close_after);
@@ -574,7 +585,7 @@ private:
                         net::buffer(resp_out_.data(), head_sent ? 0 : resp_out_.size()),
                         net::buffer(up_->buf.data().data(), take)};
                     set_deadline(cfg_.limits.idle_timeout);
-                    co_await net::async_write(client_, bufs, nothrow(ec));
+                    co_await client_.write(bufs, ec);
                     if (ec) co_return end_exchange(false, false);
                     bytes_out_ += take + (head_sent ? 0 : resp_out_.size());
                     head_sent = true;
@@ -585,7 +596,7 @@ private:
                 set_deadline(cfg_.limits.idle_timeout);
                 std::size_t avail = 0;
                 char* p = up_->buf.prepare(relay_chunk, max_response_head + relay_chunk, avail);
-                std::size_t n = co_await up_->socket.async_read_some(net::buffer(p, avail), nothrow(ec));
+                std::size_t n = co_await up_->stream.read_some(net::buffer(p, avail), ec);
                 if (ec) {
                     if (until_close && ec == net::error::eof) break;
                     co_return end_exchange(false, false); // cut short: the client sees it
@@ -597,7 +608,7 @@ private:
 
         // Chunked from the upstream.
         set_deadline(cfg_.limits.idle_timeout);
-        co_await net::async_write(client_, net::buffer(resp_out_), nothrow(ec));
+        co_await client_.write(net::buffer(resp_out_), ec);
         if (ec) co_return end_exchange(false, false);
         bytes_out_ += resp_out_.size();
         const bool rechunk = out.kind == body_framing::chunked;
@@ -612,7 +623,7 @@ private:
                     net::buffer(rechunk ? chunk_header(hdr, data.size()) : std::string_view()),
                     net::buffer(data), net::buffer(rechunk ? "\r\n" : "", rechunk ? 2 : 0)};
                 set_deadline(cfg_.limits.idle_timeout);
-                co_await net::async_write(client_, bufs, nothrow(ec));
+                co_await client_.write(bufs, ec);
                 if (ec) co_return end_exchange(false, false);
                 bytes_out_ += net::buffer_size(bufs);
             }
@@ -622,14 +633,14 @@ private:
                 set_deadline(cfg_.limits.idle_timeout);
                 std::size_t avail = 0;
                 char* p = up_->buf.prepare(relay_chunk, max_response_head + relay_chunk, avail);
-                std::size_t n = co_await up_->socket.async_read_some(net::buffer(p, avail), nothrow(ec));
+                std::size_t n = co_await up_->stream.read_some(net::buffer(p, avail), ec);
                 if (ec) co_return end_exchange(false, false);
                 up_->buf.commit(n);
             }
         }
         if (rechunk) {
             set_deadline(cfg_.limits.idle_timeout);
-            co_await net::async_write(client_, net::buffer("0\r\n\r\n", 5), nothrow(ec));
+            co_await client_.write(net::buffer("0\r\n\r\n", 5), ec);
             if (ec) co_return end_exchange(false, false);
             bytes_out_ += 5;
         }
@@ -644,15 +655,15 @@ private:
         tunnel_key_ = decision_.key ? decision_.key->id : std::string();
         tunneling_ = true;
         set_deadline(cfg_.limits.idle_timeout);
-        co_await (pump(client_, in_, up_->socket) || pump(up_->socket, up_->buf, client_));
+        co_await (pump(client_, in_, up_->stream) || pump(up_->stream, up_->buf, client_));
         tunneling_ = false;
     }
 
-    net::awaitable<void> pump(tcp::socket& from, byte_buffer& buf, tcp::socket& to) {
+    net::awaitable<void> pump(stream& from, byte_buffer& buf, stream& to) {
         error_code ec;
         for (;;) {
             if (!buf.empty()) {
-                co_await net::async_write(to, net::buffer(buf.data().data(), buf.size()), nothrow(ec));
+                co_await to.write(net::buffer(buf.data().data(), buf.size()), ec);
                 if (ec) co_return;
                 if (&to == &client_) bytes_out_ += buf.size();
                 else bytes_in_ += buf.size();
@@ -661,7 +672,7 @@ private:
             }
             std::size_t avail = 0;
             char* p = buf.prepare(relay_chunk, relay_chunk * 2, avail);
-            std::size_t n = co_await from.async_read_some(net::buffer(p, avail), nothrow(ec));
+            std::size_t n = co_await from.read_some(net::buffer(p, avail), ec);
             if (ec) co_return;
             buf.commit(n);
             set_deadline(cfg_.limits.idle_timeout);
@@ -691,7 +702,7 @@ private:
         if (!keep_client) {
             // The response is complete (or cut); close our side cleanly.
             error_code ignored;
-            client_.shutdown(tcp::socket::shutdown_send, ignored);
+            client_.shutdown_send();
         }
         return keep_client;
     }
@@ -744,7 +755,7 @@ private:
         phase_ = phase::relay;
         set_deadline(cfg_.limits.idle_timeout);
         error_code ec;
-        co_await net::async_write(client_, net::buffer(resp_out_), nothrow(ec));
+        co_await client_.write(net::buffer(resp_out_), ec);
         bytes_out_ += resp_out_.size();
         log(status, outcome_, reason_);
         if (ec) co_return false;
@@ -767,14 +778,14 @@ private:
     net::awaitable<void> linger() {
         phase_ = phase::linger;
         error_code ec, ignored;
-        client_.shutdown(tcp::socket::shutdown_send, ignored);
+        client_.shutdown_send();
         set_deadline(linger_time);
         std::size_t total = in_.size();
         in_.consume(in_.size());
         while (!ec && total < linger_bytes) {
             std::size_t avail = 0;
             char* p = in_.prepare(relay_chunk, relay_chunk, avail);
-            std::size_t n = co_await client_.async_read_some(net::buffer(p, avail), nothrow(ec));
+            std::size_t n = co_await client_.read_some(net::buffer(p, avail), ec);
             total += n;
             in_.consume(in_.size());
         }
@@ -854,7 +865,8 @@ private:
 
     worker& w_;
     const config& cfg_;
-    tcp::socket client_;
+    stream client_;
+    std::shared_ptr<ssl::context> tls_ctx_;
     net::steady_timer timer_;
     tcp::resolver resolver_;
     byte_buffer in_;
@@ -912,8 +924,8 @@ private:
 
 } // namespace
 
-void start_session(worker& w, tcp::socket socket) {
-    std::make_shared<session>(w, std::move(socket))->start();
+void start_session(worker& w, stream socket, std::shared_ptr<ssl::context> tls) {
+    std::make_shared<session>(w, std::move(socket), std::move(tls))->start();
 }
 
 } // namespace keygate

@@ -20,6 +20,7 @@ upstream_pool::upstream_pool(net::io_context& ioc, const config::upstream_t& cfg
         host = host.substr(1, host.size() - 2);
     auto addr = net::ip::make_address(host, ec);
     if (!ec) literal_ = tcp::endpoint(addr, cfg.port);
+    server_name_ = cfg.tls.server_name.empty() ? host : cfg.tls.server_name;
 }
 
 std::unique_ptr<upstream_conn> upstream_pool::take() {
@@ -31,7 +32,7 @@ std::unique_ptr<upstream_conn> upstream_pool::take() {
         // An idle connection must have nothing to read: EOF means the upstream closed it,
         // bytes mean it sent something unasked. Either way it cannot carry a request.
         char c;
-        ssize_t n = ::recv(conn->socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n = ::recv(conn->stream.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             conn->reused = true;
             return conn;
@@ -47,17 +48,26 @@ std::unique_ptr<upstream_conn> upstream_pool::fresh() {
 net::awaitable<error_code> upstream_pool::connect(upstream_conn& conn, tcp::resolver& resolver) {
     error_code ec;
     if (literal_) {
-        co_await conn.socket.async_connect(*literal_, net::redirect_error(net::use_awaitable, ec));
+        co_await conn.stream.socket().async_connect(*literal_, net::redirect_error(net::use_awaitable, ec));
     } else {
         auto results = co_await resolver.async_resolve(
             cfg_.host, port_, net::redirect_error(net::use_awaitable, ec));
         if (ec) co_return ec;
-        co_await net::async_connect(conn.socket, results,
+        co_await net::async_connect(conn.stream.socket(), results,
                                     net::redirect_error(net::use_awaitable, ec));
     }
-    if (!ec) {
-        error_code ignored;
-        conn.socket.set_option(tcp::no_delay(true), ignored);
+    if (ec) co_return ec;
+    error_code ignored;
+    conn.stream.socket().set_option(tcp::no_delay(true), ignored);
+    if (tls_) {
+        auto ctx = tls_; // kept alive for the handshake even if replaced meanwhile
+        conn.stream.use_tls(*ctx);
+        auto& t = conn.stream.tls();
+        // SNI is for names only; an IP literal is checked against the certificate's IPs.
+        if (!literal_ || !cfg_.tls.server_name.empty())
+            SSL_set_tlsext_host_name(t.native_handle(), server_name_.c_str());
+        if (cfg_.tls.verify) t.set_verify_callback(ssl::host_name_verification(server_name_));
+        co_await t.async_handshake(ssl::stream_base::client, net::redirect_error(net::use_awaitable, ec));
     }
     co_return ec;
 }

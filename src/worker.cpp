@@ -78,6 +78,15 @@ void worker::publish(std::shared_ptr<const snapshot> snap) {
     net::post(ioc_, [this, mine = std::move(mine)]() mutable { current_ = std::move(mine); });
 }
 
+void worker::set_tls(std::shared_ptr<ssl::context> listen, std::shared_ptr<ssl::context> upstream) {
+    auto apply = [this, listen = std::move(listen), upstream = std::move(upstream)]() mutable {
+        listen_tls_ = std::move(listen);
+        pool_.set_tls(std::move(upstream));
+    };
+    if (!thread_.joinable()) apply();
+    else net::post(ioc_, std::move(apply));
+}
+
 void worker::begin_drain() {
     net::post(ioc_, [this] {
         draining_ = true;
@@ -121,7 +130,8 @@ net::awaitable<void> worker::accept_loop() {
             net::co_spawn(ioc_, refuse_overloaded(std::move(s)), net::detached);
             continue;
         }
-        start_session(*this, std::move(s));
+        if (listen_tls_) start_session(*this, stream(std::move(s), *listen_tls_), listen_tls_);
+        else start_session(*this, stream(std::move(s)), nullptr);
     }
 }
 

@@ -162,6 +162,11 @@ config load_config_file(const std::string& path, const env_lookup& env,
 /// Throws config_error.
 std::vector<key_config> load_keys_file(const std::string& path, const env_lookup& env);
 
+/// Like load_keys_file, for content already read from `path` (which picks JSON or YAML and
+/// prefixes the error paths), so a reload applies exactly the bytes it compared.
+std::vector<key_config> load_keys_text(std::string_view text, const std::string& path,
+                                       const env_lookup& env);
+
 /// Validates the combined key set: duplicate ids or secrets, and in production the
 /// short-plaintext rule. Throws config_error. Used at startup and on every reload.
 void validate_key_set(const std::vector<key_config>& keys, const std::string& environment);

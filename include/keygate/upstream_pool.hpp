@@ -4,6 +4,7 @@
 #include "keygate/buffer.hpp"
 #include "keygate/config.hpp"
 #include "keygate/net.hpp"
+#include "keygate/stream.hpp"
 
 #include <chrono>
 #include <memory>
@@ -14,8 +15,8 @@ namespace keygate {
 
 /// One connection to the upstream and the bytes read from it but not yet relayed.
 struct upstream_conn {
-    explicit upstream_conn(const net::any_io_executor& ex) : socket(ex), buf(16 * 1024) {}
-    tcp::socket socket;
+    explicit upstream_conn(const net::any_io_executor& ex) : stream(ex), buf(16 * 1024) {}
+    keygate::stream stream;
     byte_buffer buf;
     std::chrono::steady_clock::time_point idle_since{};
     bool reused = false; // taken from the pool rather than freshly connected
@@ -38,6 +39,9 @@ public:
     /// Keeps a connection whose last exchange ended cleanly, up to max_idle_connections.
     void put(std::unique_ptr<upstream_conn> conn);
 
+    /// The TLS context for an https upstream (replaced when its files change); null for http.
+    void set_tls(std::shared_ptr<ssl::context> ctx) { tls_ = std::move(ctx); }
+
     /// Closes every idle connection.
     void clear() { idle_.clear(); }
 
@@ -49,6 +53,8 @@ private:
     std::optional<tcp::endpoint> literal_; // set when the host is an IP address
     std::string port_;
     std::vector<std::unique_ptr<upstream_conn>> idle_;
+    std::shared_ptr<ssl::context> tls_;
+    std::string server_name_; // SNI and the name the certificate must carry
 };
 
 } // namespace keygate

@@ -8,6 +8,7 @@
 #include "keygate/rate_limit.hpp"
 #include "keygate/net.hpp"
 #include "keygate/snapshot.hpp"
+#include "keygate/stream.hpp"
 #include "keygate/upstream_pool.hpp"
 
 #include <atomic>
@@ -72,6 +73,10 @@ public:
     /// Hands a new snapshot to this worker; safe from any thread.
     void publish(std::shared_ptr<const snapshot> snap);
 
+    /// Sets the listener's TLS context (null: plain HTTP) and the upstream's; safe from any
+    /// thread. New connections use them; open ones keep theirs.
+    void set_tls(std::shared_ptr<ssl::context> listen, std::shared_ptr<ssl::context> upstream);
+
     /// Closes the acceptor and drains every session; safe from any thread.
     void begin_drain();
 
@@ -114,10 +119,12 @@ private:
     std::uint64_t rng_state_[2]{};
     worker_metrics metrics_;
     session_base* sessions_ = nullptr;
+    std::shared_ptr<ssl::context> listen_tls_;
     bool draining_ = false;
 };
 
 /// Serves one accepted client connection until it closes.
-void start_session(worker& w, tcp::socket socket);
+/// `tls` keeps the listener context of a TLS connection alive for its lifetime.
+void start_session(worker& w, stream socket, std::shared_ptr<ssl::context> tls);
 
 } // namespace keygate

@@ -4,12 +4,11 @@
 #include <catch.hpp>
 
 #include <chrono>
-#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 using namespace keygate;
@@ -279,6 +278,15 @@ TEST_CASE("invalid values are named by their path", "[config]") {
           one("auth.header: expected an HTTP header name such as X-API-Key"));
     CHECK(problems("auth: { identity_header_prefix: \"\" }\n", dev) ==
           one("auth.identity_header_prefix: expected a non-empty HTTP header name prefix such as X-Keygate-"));
+    CHECK(problems("auth: { header: content-length }\n", dev) ==
+          one("auth.header: Content-Length has a meaning of its own in HTTP; use a header such as X-API-Key"));
+    CHECK(problems("auth: { identity_header_prefix: X- }\n", dev) ==
+          one("auth.identity_header_prefix: would strip the X-Forwarded-For header from every request; "
+              "use a distinctive prefix such as X-Keygate-"));
+    CHECK(problems("auth: { identity_header_prefix: content }\n", dev) ==
+          one("auth.identity_header_prefix: would strip the Content-Length header from every request; "
+              "use a distinctive prefix such as X-Keygate-"));
+    CHECK(load("auth: { header: Api-Key, identity_header_prefix: X-Auth- }\n", dev).auth.header == "Api-Key");
     CHECK(problems("auth: { reload_interval: 10ms }\n", dev) ==
           one("auth.reload_interval: must be at least 100ms"));
     CHECK(problems("limits: { idle_timeout: 0s }\n", dev) ==
@@ -836,6 +844,18 @@ TEST_CASE("a missing, unreadable or empty keys file is an error", "[config][keys
         FAIL("accepted");
     } catch (const config_error& e) {
         CHECK(e.problems == one(no_list + ": keys: missing; list the keys under a top-level keys:"));
+    }
+    // The text variant parses given bytes; the path only names the format and the origin.
+    auto from_text = load_keys_text(R"({"keys": [{"id": "t", "key": ")" + long_key + R"("}]})",
+                                    "/virtual/keys.json", env_of({}));
+    REQUIRE(from_text.size() == 1);
+    CHECK(from_text[0].digest == digest_of(long_key));
+    CHECK(from_text[0].origin == "/virtual/keys.json: keys[0]");
+    try {
+        load_keys_text("keys: [ { id: t } ]\n", "/virtual/keys.yaml", env_of({}));
+        FAIL("accepted");
+    } catch (const config_error& e) {
+        CHECK(e.problems == one("/virtual/keys.yaml: keys[0]: needs a hash (preferred) or a key"));
     }
     // An explicitly empty list is a valid file with no keys.
     std::string none = tmp.write("none.yaml", "keys: []\n");

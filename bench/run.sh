@@ -1,0 +1,579 @@
+#!/usr/bin/env bash
+# keygate benchmark: keygate against nginx and HAProxy doing the same job
+# (check an API key, strip it, forward to one upstream) on 127.0.0.1.
+#
+#   make bench                               # or: bash bench/run.sh
+#   DURATION=5s bash bench/run.sh            # shorter runs while iterating
+#   KEYGATE=/path/to/keygate bash bench/run.sh
+#
+# Environment:
+#   KEYGATE   keygate binary (default build/keygate, relative to the repo root)
+#   DURATION  length of each measured wrk run (default 10s)
+#   WARMUP    unmeasured wrk run before each measured one (default 2s; 0 = none)
+#   KEEP_TMP  1 = keep the temporary directory (configs, logs, raw wrk output)
+#
+# Every figure is printed; none is asserted. Exit 0 when everything ran, 1 when
+# some part could not run (its figures then read n/a), 2 on a setup failure.
+# See bench/README.md for what each figure means.
+
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+KEYGATE=${KEYGATE:-build/keygate}
+if [[ $KEYGATE != /* ]]; then
+    if [[ -e $KEYGATE ]]; then KEYGATE=$(pwd)/$KEYGATE; else KEYGATE=$root/$KEYGATE; fi
+fi
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+KEEP_TMP=${KEEP_TMP:-0}
+
+CONNS=64           # wrk -c
+IDLE_CONNS=1000    # idle keep-alive connections for the memory figure
+NKEYS=100000       # hashed keys in the large keys file
+BODY_BYTES=128     # upstream response body
+
+failures=0
+note_failure() { echo "bench: $*" >&2; failures=$((failures + 1)); }
+die() { echo "bench: $*" >&2; exit 2; }
+
+# ---------------------------------------------------------------- packages --
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+install_tools() {
+    local need=() p
+    for p in wrk nginx-light haproxy; do installed "$p" || need+=("$p"); done
+    ((${#need[@]})) || return 0
+    [[ $EUID -eq 0 ]] || die "missing packages (${need[*]}); run as root or install them"
+    echo "bench: installing ${need[*]} from Debian" >&2
+    # Keep the Debian services from starting during the install: a policy-rc.d
+    # that answers 101 ("action forbidden") is honoured by invoke-rc.d and
+    # deb-systemd-invoke. Reuse an existing one, else put ours in for the install.
+    local made_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    local apt_opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
+                    --no-install-recommends)
+    local rc=0
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "${need[@]}" >"$tmp/apt.log" 2>&1; then
+        # Stale or missing package lists: refresh once and try again.
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$tmp/apt.log" 2>&1
+        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "${need[@]}" >>"$tmp/apt.log" 2>&1 || rc=$?
+    fi
+    ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+    if ((rc)); then tail -n 20 "$tmp/apt.log" >&2; die "apt-get install ${need[*]} failed"; fi
+    # If a service started anyway (no policy honoured), stop it and keep it off.
+    local svc pidf
+    for svc in nginx haproxy; do
+        for pidf in /run/$svc.pid /var/run/$svc.pid; do
+            if [[ -s $pidf ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+                echo "bench: stopping the Debian $svc service the install started" >&2
+                if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+                    systemctl disable --now "$svc" >/dev/null 2>&1
+                else
+                    invoke-rc.d "$svc" stop >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1
+                fi
+                break
+            fi
+        done
+    done
+}
+
+# ------------------------------------------------------------ process care --
+
+pids=()          # every process this script started, stopped by cleanup()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    pids=()
+    if [[ -n ${tmp:-} && -d $tmp ]]; then
+        if [[ $KEEP_TMP == 1 ]]; then echo "bench: kept $tmp" >&2; else rm -rf "$tmp"; fi
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Stop one process this script started and forget it.
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    for i in "${!pids[@]}"; do [[ ${pids[$i]} == "$pid" ]] && unset 'pids[i]'; done
+    pids=("${pids[@]}")
+}
+
+now() { echo "$EPOCHREALTIME"; }
+
+# wait_port PORT [SECONDS] [PID]: wait until 127.0.0.1:PORT accepts a connection,
+# at most SECONDS (default 30); fail at once if PID has exited. Plain bash, polled
+# every 2 ms: starting an interpreter per check would swamp the startup figure.
+wait_port() {
+    local port=$1 limit=${2:-30} pid=${3:-} end
+    end=$((EPOCHSECONDS + limit))
+    while ((EPOCHSECONDS < end)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null && return 1
+        sleep 0.002
+    done
+    return 1
+}
+
+# Print N ports that are free on 127.0.0.1 right now (held together, so distinct).
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
+fmt_mib() { [[ $1 =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}' || echo n/a; }
+
+# ------------------------------------------------------------------- setup --
+
+tmp=$(mktemp -d /tmp/keygate-bench.XXXXXX) || die "cannot make a temporary directory"
+chmod 755 "$tmp"
+
+command -v python3 >/dev/null || die "python3 is required"
+[[ -x $KEYGATE ]] || die "no keygate binary at $KEYGATE (build it, or set KEYGATE)"
+install_tools
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+for b in "$NGINX" "$HAPROXY" "$(command -v wrk)"; do [[ -x $b ]] || die "missing $b after install"; done
+
+# 1,000 idle connections plus the upstream side need more descriptors than the
+# usual 1024; every process below inherits this.
+want_fd=16384
+if (($(ulimit -n) < want_fd)); then
+    ulimit -n "$want_fd" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
+fi
+
+read -r P_UP P_KG P_KG_ADM P_KGN P_KGN_ADM P_KGB P_KGB_ADM P_NGX P_HAP <<<"$(free_ports 9)"
+
+# The one key every benchmark presents: 43 printable characters, as gen-key makes.
+KEY=$("$KEYGATE" gen-key 2>/dev/null) || KEY=bench-key-0123456789abcdefghijklmnopqrstuvwxyz
+[[ ${#KEY} -ge 32 ]] || die "generated key is shorter than 32 bytes"
+
+BODY=$(printf 'x%.0s' $(seq "$BODY_BYTES"))
+
+# ---------------------------------------------------------------- upstream --
+
+mkdir -p "$tmp/nginx-up" "$tmp/nginx-proxy"
+cat >"$tmp/nginx-up/nginx.conf" <<EOF
+# upstream: one worker answering every request with a fixed $BODY_BYTES-byte body
+daemon off;
+master_process on;
+user root;
+worker_processes 1;
+pid $tmp/nginx-up/nginx.pid;
+error_log $tmp/nginx-up/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx-up/body;
+    proxy_temp_path $tmp/nginx-up/proxy;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    default_type text/plain;
+    server {
+        listen 127.0.0.1:$P_UP;
+        location / { return 200 "$BODY"; }
+    }
+}
+EOF
+
+cat >"$tmp/nginx-proxy/nginx.conf" <<EOF
+# nginx as the peer: the same job as keygate (check the key, strip it, forward)
+daemon off;
+master_process on;
+user root;
+worker_processes 2;
+pid $tmp/nginx-proxy/nginx.pid;
+error_log $tmp/nginx-proxy/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx-proxy/body;
+    proxy_temp_path $tmp/nginx-proxy/proxy;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    map \$http_x_api_key \$kg_ok {
+        "$KEY" 1;
+        default 0;
+    }
+    upstream app {
+        server 127.0.0.1:$P_UP;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGX;
+        location / {
+            default_type application/json;
+            if (\$kg_ok = 0) {
+                add_header WWW-Authenticate 'ApiKey realm="keygate", header="X-API-Key"' always;
+                return 401 '{"error":"missing_api_key","message":"An API key is required."}';
+            }
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-API-Key "";
+        }
+    }
+}
+EOF
+
+cat >"$tmp/haproxy.cfg" <<EOF
+# HAProxy as the peer: the same job as keygate (check the key, strip it, forward)
+global
+    nbthread 2
+    maxconn 4096
+    pidfile $tmp/haproxy.pid
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 75s
+    timeout server 60s
+    timeout http-keep-alive 75s
+
+frontend main
+    bind 127.0.0.1:$P_HAP
+    acl key_ok req.hdr(x-api-key) -m str $KEY
+    http-request return status 401 content-type application/json string '{"error":"missing_api_key","message":"An API key is required."}' hdr WWW-Authenticate 'ApiKey realm="keygate", header="X-API-Key"' unless key_ok
+    http-request del-header x-api-key
+    default_backend app
+
+backend app
+    http-reuse always
+    server up 127.0.0.1:$P_UP
+EOF
+
+# keygate config: $1 main port, $2 admin port, $3 access_log, $4 keys block
+keygate_conf() {
+    cat <<EOF
+environment: production
+listen: { address: 127.0.0.1, port: $1 }
+upstream: { url: "http://127.0.0.1:$P_UP" }
+admin: { address: 127.0.0.1, port: $2 }
+auth:
+$4
+logging: { level: warn, access_log: $3 }
+threads: 2
+EOF
+}
+inline_keys="  keys:
+    - { id: bench, key: \"$KEY\" }"
+file_keys="  keys_file: $tmp/keys.json"
+
+keygate_conf "$P_KG" "$P_KG_ADM" true "$inline_keys" >"$tmp/keygate.yaml"
+keygate_conf "$P_KGN" "$P_KGN_ADM" false "$inline_keys" >"$tmp/keygate-noaccesslog.yaml"
+keygate_conf "$P_KGB" "$P_KGB_ADM" true "$file_keys" >"$tmp/keygate-100k.yaml"
+
+# 100,000 hashed keys; the benchmark key is one of them, in the middle.
+python3 - "$tmp/keys.json" "$NKEYS" "$KEY" <<'EOF'
+import hashlib, json, os, sys
+path, n, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+keys = []
+for i in range(n):
+    secret = key if i == n // 2 else os.urandom(24).hex()
+    keys.append({"id": "k%d" % (i + 1),
+                 "hash": "sha256:" + hashlib.sha256(secret.encode()).hexdigest()})
+with open(path, "w") as f:
+    json.dump({"keys": keys}, f)
+EOF
+[[ -s $tmp/keys.json ]] || die "could not write the keys file"
+
+# ---------------------------------------------------------------- starting --
+
+# start NAME PORT cmd... : start in the background, wait for the port, set
+# $started_pid and remember the pid for cleanup; the start-to-accepting time in
+# ms goes to $tmp/NAME.startup. Not to be called in a subshell.
+started_pid=
+start() {
+    local name=$1 port=$2 t0 pid
+    shift 2
+    started_pid=
+    t0=$(now)
+    "$@" >/dev/null 2>"$tmp/$name.stderr" &
+    pid=$!
+    pids+=("$pid")
+    if ! wait_port "$port" 60 "$pid"; then
+        echo "bench: $name did not start listening on $port:" >&2
+        tail -n 20 "$tmp/$name.stderr" >&2
+        stop_pid "$pid"
+        return 1
+    fi
+    awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.0f", (b - a) * 1000}' >"$tmp/$name.startup"
+    started_pid=$pid
+}
+
+# ------------------------------------------------------------------- wrk ----
+
+# bench NAME PORT [with-key]: warm up, run wrk once, keep its output in $tmp/NAME.wrk
+bench() {
+    local name=$1 port=$2 hdr=()
+    [[ ${3:-} == with-key ]] && hdr=(-H "X-API-Key: $KEY")
+    if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
+        timeout 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1
+    fi
+    timeout 600 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
+        "http://127.0.0.1:$port/" >"$tmp/$name.wrk" 2>&1 || note_failure "wrk against $name failed"
+}
+
+# wrk prints latencies as 812.00us, 1.23ms, 1.02s or 1.50m: convert to ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v == "") { print "n/a"; exit }
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.2f", n }'
+}
+
+# field NAME rps|p50|p99|non2xx|errors
+field() {
+    local f=$tmp/$1.wrk
+    [[ -s $f ]] || { echo n/a; return; }
+    case $2 in
+        rps) awk '/^Requests\/sec:/ {printf "%.0f", $2; found=1} END {if (!found) print "n/a"}' "$f" ;;
+        p50) to_ms "$(awk '$1 == "50%" {print $2}' "$f")" ;;
+        p99) to_ms "$(awk '$1 == "99%" {print $2}' "$f")" ;;
+        non2xx) awk '/Non-2xx or 3xx responses:/ {print $NF; found=1} END {if (!found) print 0}' "$f" ;;
+        errors) awk '/Socket errors:/ {s = $0; sub(/.*Socket errors: /, "", s); gsub(/,/, "", s)
+                                       split(s, a, " "); print a[2]+a[4]+a[6]+a[8]; found=1}
+                     END {if (!found) print 0}' "$f" ;;
+    esac
+}
+
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
+}
+
+# ------------------------------------------------------------------- run ----
+
+echo "keygate benchmark  $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "nproc:    $(nproc)"
+echo "keygate:  $("$KEYGATE" --version 2>&1 | head -1)  ($KEYGATE)"
+echo "nginx:    $("$NGINX" -v 2>&1 | head -1)"
+echo "haproxy:  $("$HAPROXY" -v 2>&1 | head -1)"
+echo "wrk:      $(wrk -v 2>&1 | head -1)"
+echo "load:     wrk -t1 -c$CONNS -d$DURATION --latency (after a ${WARMUP} warm-up), GET /, $BODY_BYTES-byte body"
+echo
+
+# The upstream first: everything else forwards to it.
+start upstream "$P_UP" "$NGINX" -c "$tmp/nginx-up/nginx.conf" -p "$tmp/nginx-up" -e "$tmp/nginx-up/error.log" \
+    || die "the upstream nginx did not start"
+
+# Sanity: the upstream body is the size we say.
+got=$(python3 - "$P_UP" <<'EOF'
+import sys, urllib.request
+print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=5).read()))
+EOF
+)
+[[ $got == "$BODY_BYTES" ]] || note_failure "upstream body is ${got:-?} bytes, not $BODY_BYTES"
+
+echo "-- upstream direct" >&2
+bench upstream "$P_UP" with-key
+
+# keygate, default logging (access log on, written to /dev/null)
+kg_rss_idle=n/a kg_rss_after=n/a kg_rss_conns=n/a kg_startup=n/a
+if start keygate "$P_KG" "$KEYGATE" --config "$tmp/keygate.yaml"; then
+    kg_pid=$started_pid
+    sleep 0.5
+    kg_rss_idle=$(rss_kib "$kg_pid")
+    echo "-- keygate" >&2
+    bench keygate "$P_KG" with-key
+    echo "-- keygate, no key (401)" >&2
+    bench keygate-401 "$P_KG"
+    sleep 1
+    kg_rss_after=$(rss_kib "$kg_pid")
+    echo "-- keygate, $IDLE_CONNS idle keep-alive connections" >&2
+    kg_rss_conns=$(timeout 120 python3 - "$P_KG" "$KEY" "$IDLE_CONNS" "$kg_pid" <<'EOF' 2>"$tmp/idle-conns.stderr"
+# Open N connections, send one authorised keep-alive request on each, read the
+# whole response, keep every socket open, then print keygate's VmRSS (KiB).
+import socket, sys, time
+port, key, n, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+req = ("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-API-Key: %s\r\n\r\n" % (port, key)).encode()
+deadline = time.monotonic() + 90
+
+def read_response(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("closed before the response head")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1]
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("closed inside the body")
+        body += chunk
+    return status
+
+socks = []
+for i in range(n):
+    if time.monotonic() > deadline:
+        sys.exit("time limit reached after %d connections" % i)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(req)
+    status = read_response(s)
+    if status != b"200":
+        sys.exit("connection %d: status %s" % (i, status.decode()))
+    socks.append(s)
+time.sleep(1)
+with open("/proc/%s/status" % pid) as f:
+    for line in f:
+        if line.startswith("VmRSS:"):
+            print(line.split()[1])
+for s in socks:
+    s.close()
+EOF
+    ) || { note_failure "idle-connections memory test failed: $(tail -n1 "$tmp/idle-conns.stderr")"; kg_rss_conns=n/a; }
+    stop_pid "$kg_pid"
+else
+    note_failure "keygate did not start"
+fi
+
+# keygate with the access log off
+if start keygate-noaccesslog "$P_KGN" "$KEYGATE" --config "$tmp/keygate-noaccesslog.yaml"; then
+    kgn_pid=$started_pid
+    echo "-- keygate, access_log: false" >&2
+    bench keygate-noaccesslog "$P_KGN" with-key
+    stop_pid "$kgn_pid"
+else
+    note_failure "keygate (access_log: false) did not start"
+fi
+
+# keygate with 100,000 hashed keys from a .json keys file
+kgb_startup=n/a kgb_rss=n/a
+if start keygate-100k "$P_KGB" "$KEYGATE" --config "$tmp/keygate-100k.yaml"; then
+    kgb_pid=$started_pid
+    sleep 0.5
+    kgb_rss=$(rss_kib "$kgb_pid")
+    echo "-- keygate, $NKEYS keys" >&2
+    bench keygate-100k "$P_KGB" with-key
+    stop_pid "$kgb_pid"
+else
+    note_failure "keygate ($NKEYS keys) did not start"
+fi
+
+# startup to ready (port accepting), 3 fresh starts each, 1 key and $NKEYS keys
+startup_runs() {   # NAME CONFIG PORT: sets startup_result to "median ms  (a, b, c)"
+    local name=$1 conf=$2 port=$3 i v=()
+    startup_result=n/a
+    for i in 1 2 3; do
+        start "$name-$i" "$port" "$KEYGATE" --config "$conf" || return 1
+        v+=("$(cat "$tmp/$name-$i.startup")")
+        stop_pid "$started_pid"
+    done
+    startup_result="$(printf '%s\n' "${v[@]}" | sort -n | sed -n 2p) ms  (runs: ${v[*]} ms)"
+}
+echo "-- keygate startup" >&2
+startup_runs startup-1 "$tmp/keygate.yaml" "$P_KG" || note_failure "keygate startup (1 key) failed"
+kg_startup=$startup_result
+startup_runs startup-100k "$tmp/keygate-100k.yaml" "$P_KGB" || note_failure "keygate startup ($NKEYS keys) failed"
+kgb_startup=$startup_result
+
+# the peers
+if start nginx "$P_NGX" "$NGINX" -c "$tmp/nginx-proxy/nginx.conf" -p "$tmp/nginx-proxy" -e "$tmp/nginx-proxy/error.log"; then
+    ngx_pid=$started_pid
+    echo "-- nginx" >&2
+    bench nginx "$P_NGX" with-key
+    bench nginx-401 "$P_NGX"
+    stop_pid "$ngx_pid"
+else
+    note_failure "nginx (peer) did not start"
+fi
+if start haproxy "$P_HAP" "$HAPROXY" -db -f "$tmp/haproxy.cfg"; then
+    hap_pid=$started_pid
+    echo "-- haproxy" >&2
+    bench haproxy "$P_HAP" with-key
+    bench haproxy-401 "$P_HAP"
+    stop_pid "$hap_pid"
+else
+    note_failure "haproxy did not start"
+fi
+
+# ----------------------------------------------------------------- report ---
+
+row() {
+    printf '%-26s %10s %10s %10s %9s %8s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
+        "$(field "$2" p99)" "$(field "$2" non2xx)" "$(field "$2" errors)"
+}
+
+echo
+printf '%-26s %10s %10s %10s %9s %8s\n' "target" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr"
+printf '%-26s %10s %10s %10s %9s %8s\n' "--------------------------" "----------" "----------" "----------" "---------" "--------"
+row "upstream (direct)" upstream
+row "keygate" keygate
+row "nginx" nginx
+row "haproxy" haproxy
+echo
+echo "extra runs (same load):"
+row "keygate access_log:false" keygate-noaccesslog
+row "keygate ${NKEYS} keys" keygate-100k
+row "keygate 401 (no key)" keygate-401
+row "nginx 401 (no key)" nginx-401
+row "haproxy 401 (no key)" haproxy-401
+
+kg_rps=$(field keygate rps) kg_p99=$(field keygate p99)
+echo
+echo "ratios:"
+printf '  %-44s %s\n' "keygate/nginx    rps" "$(ratio "$kg_rps" "$(field nginx rps)")"
+printf '  %-44s %s\n' "keygate/nginx    p99" "$(ratio "$kg_p99" "$(field nginx p99)")"
+printf '  %-44s %s\n' "keygate/haproxy  rps" "$(ratio "$kg_rps" "$(field haproxy rps)")"
+printf '  %-44s %s\n' "keygate/haproxy  p99" "$(ratio "$kg_p99" "$(field haproxy p99)")"
+printf '  %-44s %s\n' "keygate/upstream rps" "$(ratio "$kg_rps" "$(field upstream rps)")"
+printf '  %-44s %s\n' "keygate 401 rps / authorised rps" "$(ratio "$(field keygate-401 rps)" "$kg_rps")"
+printf '  %-44s %s\n' "keygate access_log:false rps / default rps" "$(ratio "$(field keygate-noaccesslog rps)" "$kg_rps")"
+printf '  %-44s %s\n' "keygate ${NKEYS} keys rps / 1 key rps" "$(ratio "$(field keygate-100k rps)" "$kg_rps")"
+printf '  %-44s %s\n' "keygate ${NKEYS} keys p99 / 1 key p99" "$(ratio "$(field keygate-100k p99)" "$kg_p99")"
+
+echo
+echo "keygate memory (VmRSS):"
+printf '  %-44s %s\n' "idle, 1 key, after start" "$(fmt_mib "$kg_rss_idle")"
+printf '  %-44s %s\n' "idle, 1 key, after the load runs" "$(fmt_mib "$kg_rss_after")"
+printf '  %-44s %s\n' "$IDLE_CONNS idle keep-alive connections open" "$(fmt_mib "$kg_rss_conns")"
+if [[ $kg_rss_conns =~ ^[0-9]+$ && $kg_rss_after =~ ^[0-9]+$ ]]; then
+    printf '  %-44s %s\n' "per connection (vs after the load runs)" \
+        "$(awk -v a="$kg_rss_conns" -v b="$kg_rss_after" -v n="$IDLE_CONNS" 'BEGIN {printf "%.1f KiB", (a - b) / n}')"
+fi
+printf '  %-44s %s\n' "idle, $NKEYS keys, after start" "$(fmt_mib "$kgb_rss")"
+
+echo
+echo "keygate startup, process start to port accepting (median of 3):"
+printf '  %-44s %s\n' "1 key (inline)" "$kg_startup"
+printf '  %-44s %s\n' "$NKEYS keys (.json keys_file, $(du -k "$tmp/keys.json" | cut -f1) KiB)" "$kgb_startup"
+
+if ((failures)); then
+    echo
+    echo "bench: $failures part(s) could not run; see the messages above" >&2
+    exit 1
+fi
+exit 0
