@@ -10,6 +10,8 @@
 #   KEYGATE   keygate binary (default build/keygate, relative to the repo root)
 #   DURATION  length of each measured wrk run (default 10s)
 #   WARMUP    unmeasured wrk run before each measured one (default 2s; 0 = none)
+#   ROUNDS    repeat every load run this many times, in rotation, and print
+#             medians (default 1: one run per figure)
 #   KEEP_TMP  1 = keep the temporary directory (configs, logs, raw wrk output)
 #
 # Every figure is printed; none is asserted. Exit 0 when everything ran, 1 when
@@ -27,7 +29,9 @@ if [[ $KEYGATE != /* ]]; then
 fi
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-1}
 KEEP_TMP=${KEEP_TMP:-0}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench: ROUNDS must be a positive integer" >&2; exit 2; }
 
 CONNS=64           # wrk -c
 IDLE_CONNS=1000    # idle keep-alive connections for the memory figure
@@ -282,16 +286,21 @@ EOF
 }
 inline_keys="  keys:
     - { id: bench, key: \"$KEY\" }"
+file_keys_1="  keys_file: $tmp/keys-1.json"
 file_keys="  keys_file: $tmp/keys.json"
 
 keygate_conf "$P_KG" "$P_KG_ADM" true "$inline_keys" >"$tmp/keygate.yaml"
 keygate_conf "$P_KGN" "$P_KGN_ADM" false "$inline_keys" >"$tmp/keygate-noaccesslog.yaml"
+keygate_conf "$P_KGB" "$P_KGB_ADM" true "$file_keys_1" >"$tmp/keygate-1json.yaml"
 keygate_conf "$P_KGB" "$P_KGB_ADM" true "$file_keys" >"$tmp/keygate-100k.yaml"
 
-# 100,000 hashed keys; the benchmark key is one of them, in the middle.
-python3 - "$tmp/keys.json" "$NKEYS" "$KEY" <<'EOF'
+# Keys files: 100,000 hashed keys with the benchmark key in the middle, and the
+# benchmark key alone (the same format, for a like-for-like comparison).
+python3 - "$tmp/keys.json" "$NKEYS" "$KEY" "$tmp/keys-1.json" <<'EOF'
 import hashlib, json, os, sys
-path, n, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, n, key, path1 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with open(path1, "w") as f:
+    json.dump({"keys": [{"id": "k1", "hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest()}]}, f)
 keys = []
 for i in range(n):
     secret = key if i == n // 2 else os.urandom(24).hex()
@@ -328,15 +337,18 @@ start() {
 
 # ------------------------------------------------------------------- wrk ----
 
-# bench NAME PORT [with-key]: warm up, run wrk once, keep its output in $tmp/NAME.wrk
+round=1   # the current round; each wrk output goes to $tmp/NAME.r$round.wrk
+
+# bench NAME PORT [with-key]: warm up, then one measured wrk run
 bench() {
     local name=$1 port=$2 hdr=()
     [[ ${3:-} == with-key ]] && hdr=(-H "X-API-Key: $KEY")
+    echo "-- round $round/$ROUNDS: $name" >&2
     if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
         timeout 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1
     fi
-    timeout 600 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
-        "http://127.0.0.1:$port/" >"$tmp/$name.wrk" 2>&1 || note_failure "wrk against $name failed"
+    timeout 900 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
+        "http://127.0.0.1:$port/" >"$tmp/$name.r$round.wrk" 2>&1 || note_failure "wrk against $name failed"
 }
 
 # wrk prints latencies as 812.00us, 1.23ms, 1.02s or 1.50m: convert to ms.
@@ -348,19 +360,31 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# field NAME rps|p50|p99|non2xx|errors
-field() {
-    local f=$tmp/$1.wrk
-    [[ -s $f ]] || { echo n/a; return; }
+# one_field FILE rps|p50|p99|non2xx|errors: one figure from one wrk output
+one_field() {
+    local f=$1
+    [[ -s $f ]] || return 0
     case $2 in
-        rps) awk '/^Requests\/sec:/ {printf "%.0f", $2; found=1} END {if (!found) print "n/a"}' "$f" ;;
-        p50) to_ms "$(awk '$1 == "50%" {print $2}' "$f")" ;;
-        p99) to_ms "$(awk '$1 == "99%" {print $2}' "$f")" ;;
-        non2xx) awk '/Non-2xx or 3xx responses:/ {print $NF; found=1} END {if (!found) print 0}' "$f" ;;
-        errors) awk '/Socket errors:/ {s = $0; sub(/.*Socket errors: /, "", s); gsub(/,/, "", s)
-                                       split(s, a, " "); print a[2]+a[4]+a[6]+a[8]; found=1}
-                     END {if (!found) print 0}' "$f" ;;
+        rps) awk '/^Requests\/sec:/ {printf "%.0f\n", $2}' "$f" ;;
+        p50) awk '$1 == "50%" {print $2}' "$f" | while read -r v; do to_ms "$v"; echo; done ;;
+        p99) awk '$1 == "99%" {print $2}' "$f" | while read -r v; do to_ms "$v"; echo; done ;;
+        non2xx) grep -q '^Requests/sec:' "$f" &&
+                awk '/Non-2xx or 3xx responses:/ {n = $NF} END {print n + 0}' "$f" ;;
+        errors) grep -q '^Requests/sec:' "$f" &&
+                awk '/Socket errors:/ {s = $0; sub(/.*Socket errors: /, "", s); gsub(/,/, "", s)
+                                       split(s, a, " "); n = a[2] + a[4] + a[6] + a[8]}
+                     END {print n + 0}' "$f" ;;
     esac
+}
+
+# field NAME METRIC: the median of METRIC over the rounds that produced it
+field() {
+    local f
+    for f in "$tmp/$1".r*.wrk; do [[ -e $f ]] && one_field "$f" "$2"; done |
+        sort -g | awk 'NF {v[++n] = $1}
+            END {if (!n) {print "n/a"; exit}
+                 m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+                 print (m == int(m)) ? m : sprintf("%.2f", m)}'
 }
 
 ratio() {
@@ -368,48 +392,78 @@ ratio() {
         if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
 }
 
-# ------------------------------------------------------------------- run ----
+# ----------------------------------------------------------------- targets --
+# Each target starts what it measures, runs wrk against it and stops it again,
+# so only the upstream and the process under test are running during a run.
 
-echo "keygate benchmark  $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "nproc:    $(nproc)"
-echo "keygate:  $("$KEYGATE" --version 2>&1 | head -1)  ($KEYGATE)"
-echo "nginx:    $("$NGINX" -v 2>&1 | head -1)"
-echo "haproxy:  $("$HAPROXY" -v 2>&1 | head -1)"
-echo "wrk:      $(wrk -v 2>&1 | head -1)"
-echo "load:     wrk -t1 -c$CONNS -d$DURATION --latency (after a ${WARMUP} warm-up), GET /, $BODY_BYTES-byte body"
-echo
+kg_rss_idle=n/a kg_rss_after=n/a kg_rss_conns=n/a kgb_rss=n/a
 
-# The upstream first: everything else forwards to it.
-start upstream "$P_UP" "$NGINX" -c "$tmp/nginx-up/nginx.conf" -p "$tmp/nginx-up" -e "$tmp/nginx-up/error.log" \
-    || die "the upstream nginx did not start"
+t_upstream() { bench upstream "$P_UP" with-key; }
 
-# Sanity: the upstream body is the size we say.
-got=$(python3 - "$P_UP" <<'EOF'
-import sys, urllib.request
-print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=5).read()))
-EOF
-)
-[[ $got == "$BODY_BYTES" ]] || note_failure "upstream body is ${got:-?} bytes, not $BODY_BYTES"
-
-echo "-- upstream direct" >&2
-bench upstream "$P_UP" with-key
-
-# keygate, default logging (access log on, written to /dev/null)
-kg_rss_idle=n/a kg_rss_after=n/a kg_rss_conns=n/a kg_startup=n/a
-if start keygate "$P_KG" "$KEYGATE" --config "$tmp/keygate.yaml"; then
-    kg_pid=$started_pid
-    sleep 0.5
-    kg_rss_idle=$(rss_kib "$kg_pid")
-    echo "-- keygate" >&2
+# keygate, default logging (the access log is on and goes to stdout = /dev/null);
+# also the 401 path and, in the first round, the memory figures.
+t_keygate() {
+    start keygate "$P_KG" "$KEYGATE" --config "$tmp/keygate.yaml" || { note_failure "keygate did not start"; return; }
+    local pid=$started_pid
+    if ((round == 1)); then sleep 0.5; kg_rss_idle=$(rss_kib "$pid"); fi
     bench keygate "$P_KG" with-key
-    echo "-- keygate, no key (401)" >&2
     bench keygate-401 "$P_KG"
-    sleep 1
-    kg_rss_after=$(rss_kib "$kg_pid")
-    echo "-- keygate, $IDLE_CONNS idle keep-alive connections" >&2
-    kg_rss_conns=$(timeout 120 python3 - "$P_KG" "$KEY" "$IDLE_CONNS" "$kg_pid" <<'EOF' 2>"$tmp/idle-conns.stderr"
-# Open N connections, send one authorised keep-alive request on each, read the
-# whole response, keep every socket open, then print keygate's VmRSS (KiB).
+    if ((round == 1)); then
+        sleep 1
+        kg_rss_after=$(rss_kib "$pid")
+        echo "-- keygate with $IDLE_CONNS idle keep-alive connections" >&2
+        kg_rss_conns=$(idle_conns_rss "$P_KG" "$pid") ||
+            { note_failure "idle-connections memory test failed: $(tail -n1 "$tmp/idle-conns.stderr")"; kg_rss_conns=n/a; }
+    fi
+    stop_pid "$pid"
+}
+
+t_keygate_noaccesslog() {
+    start keygate-noaccesslog "$P_KGN" "$KEYGATE" --config "$tmp/keygate-noaccesslog.yaml" ||
+        { note_failure "keygate (access_log: false) did not start"; return; }
+    local pid=$started_pid
+    bench keygate-noaccesslog "$P_KGN" with-key
+    stop_pid "$pid"
+}
+
+t_keygate_1json() {
+    start keygate-1json "$P_KGB" "$KEYGATE" --config "$tmp/keygate-1json.yaml" ||
+        { note_failure "keygate (1 key, keys_file) did not start"; return; }
+    local pid=$started_pid
+    bench keygate-1json "$P_KGB" with-key
+    stop_pid "$pid"
+}
+
+t_keygate_100k() {
+    start keygate-100k "$P_KGB" "$KEYGATE" --config "$tmp/keygate-100k.yaml" ||
+        { note_failure "keygate ($NKEYS keys) did not start"; return; }
+    local pid=$started_pid
+    if ((round == 1)); then sleep 0.5; kgb_rss=$(rss_kib "$pid"); fi
+    bench keygate-100k "$P_KGB" with-key
+    stop_pid "$pid"
+}
+
+t_nginx() {
+    start nginx "$P_NGX" "$NGINX" -c "$tmp/nginx-proxy/nginx.conf" -p "$tmp/nginx-proxy" \
+        -e "$tmp/nginx-proxy/error.log" || { note_failure "nginx (peer) did not start"; return; }
+    local pid=$started_pid
+    bench nginx "$P_NGX" with-key
+    bench nginx-401 "$P_NGX"
+    stop_pid "$pid"
+}
+
+t_haproxy() {
+    start haproxy "$P_HAP" "$HAPROXY" -db -f "$tmp/haproxy.cfg" || { note_failure "haproxy did not start"; return; }
+    local pid=$started_pid
+    bench haproxy "$P_HAP" with-key
+    bench haproxy-401 "$P_HAP"
+    stop_pid "$pid"
+}
+
+# idle_conns_rss PORT PID: open $IDLE_CONNS connections to keygate, one
+# authorised keep-alive request each, keep them open, print keygate's VmRSS (KiB).
+idle_conns_rss() {
+    timeout 120 python3 - "$1" "$KEY" "$IDLE_CONNS" "$2" 2>"$tmp/idle-conns.stderr" <<'EOF'
 import socket, sys, time
 port, key, n, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 req = ("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-API-Key: %s\r\n\r\n" % (port, key)).encode()
@@ -447,6 +501,13 @@ for i in range(n):
         sys.exit("connection %d: status %s" % (i, status.decode()))
     socks.append(s)
 time.sleep(1)
+for s in socks:          # all still open?
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            sys.exit("keygate closed an idle connection before the measurement")
+    except BlockingIOError:
+        pass
 with open("/proc/%s/status" % pid) as f:
     for line in f:
         if line.startswith("VmRSS:"):
@@ -454,37 +515,10 @@ with open("/proc/%s/status" % pid) as f:
 for s in socks:
     s.close()
 EOF
-    ) || { note_failure "idle-connections memory test failed: $(tail -n1 "$tmp/idle-conns.stderr")"; kg_rss_conns=n/a; }
-    stop_pid "$kg_pid"
-else
-    note_failure "keygate did not start"
-fi
+}
 
-# keygate with the access log off
-if start keygate-noaccesslog "$P_KGN" "$KEYGATE" --config "$tmp/keygate-noaccesslog.yaml"; then
-    kgn_pid=$started_pid
-    echo "-- keygate, access_log: false" >&2
-    bench keygate-noaccesslog "$P_KGN" with-key
-    stop_pid "$kgn_pid"
-else
-    note_failure "keygate (access_log: false) did not start"
-fi
-
-# keygate with 100,000 hashed keys from a .json keys file
-kgb_startup=n/a kgb_rss=n/a
-if start keygate-100k "$P_KGB" "$KEYGATE" --config "$tmp/keygate-100k.yaml"; then
-    kgb_pid=$started_pid
-    sleep 0.5
-    kgb_rss=$(rss_kib "$kgb_pid")
-    echo "-- keygate, $NKEYS keys" >&2
-    bench keygate-100k "$P_KGB" with-key
-    stop_pid "$kgb_pid"
-else
-    note_failure "keygate ($NKEYS keys) did not start"
-fi
-
-# startup to ready (port accepting), 3 fresh starts each, 1 key and $NKEYS keys
-startup_runs() {   # NAME CONFIG PORT: sets startup_result to "median ms  (a, b, c)"
+# startup_runs NAME CONFIG PORT: 3 fresh starts; sets startup_result
+startup_runs() {
     local name=$1 conf=$2 port=$3 i v=()
     startup_result=n/a
     for i in 1 2 3; do
@@ -494,82 +528,94 @@ startup_runs() {   # NAME CONFIG PORT: sets startup_result to "median ms  (a, b,
     done
     startup_result="$(printf '%s\n' "${v[@]}" | sort -n | sed -n 2p) ms  (runs: ${v[*]} ms)"
 }
+
+# ------------------------------------------------------------------- run ----
+
+echo "keygate benchmark  $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "nproc:    $(nproc)"
+echo "keygate:  $("$KEYGATE" --version 2>&1 | head -1)  ($KEYGATE)"
+echo "nginx:    $("$NGINX" -v 2>&1 | head -1)"
+echo "haproxy:  $("$HAPROXY" -v 2>&1 | head -1)"
+echo "wrk:      $(wrk -v 2>&1 | head -1)"
+echo "load:     wrk -t1 -c$CONNS -d$DURATION --latency after a $WARMUP warm-up; GET /, $BODY_BYTES-byte body"
+if ((ROUNDS > 1)); then echo "rounds:   $ROUNDS, in rotation; figures are medians"; fi
+echo "loadavg:  $(cut -d' ' -f1-3 /proc/loadavg) (before)"
+
+# The upstream first: everything else forwards to it. It runs throughout.
+start upstream "$P_UP" "$NGINX" -c "$tmp/nginx-up/nginx.conf" -p "$tmp/nginx-up" -e "$tmp/nginx-up/error.log" \
+    || die "the upstream nginx did not start"
+got=$(python3 - "$P_UP" <<'EOF'
+import sys, urllib.request
+print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=5).read()))
+EOF
+)
+[[ $got == "$BODY_BYTES" ]] || note_failure "upstream body is ${got:-?} bytes, not $BODY_BYTES"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    for t in t_upstream t_keygate t_nginx t_haproxy t_keygate_noaccesslog t_keygate_1json t_keygate_100k; do
+        "$t"
+    done
+done
+
 echo "-- keygate startup" >&2
 startup_runs startup-1 "$tmp/keygate.yaml" "$P_KG" || note_failure "keygate startup (1 key) failed"
 kg_startup=$startup_result
 startup_runs startup-100k "$tmp/keygate-100k.yaml" "$P_KGB" || note_failure "keygate startup ($NKEYS keys) failed"
 kgb_startup=$startup_result
-
-# the peers
-if start nginx "$P_NGX" "$NGINX" -c "$tmp/nginx-proxy/nginx.conf" -p "$tmp/nginx-proxy" -e "$tmp/nginx-proxy/error.log"; then
-    ngx_pid=$started_pid
-    echo "-- nginx" >&2
-    bench nginx "$P_NGX" with-key
-    bench nginx-401 "$P_NGX"
-    stop_pid "$ngx_pid"
-else
-    note_failure "nginx (peer) did not start"
-fi
-if start haproxy "$P_HAP" "$HAPROXY" -db -f "$tmp/haproxy.cfg"; then
-    hap_pid=$started_pid
-    echo "-- haproxy" >&2
-    bench haproxy "$P_HAP" with-key
-    bench haproxy-401 "$P_HAP"
-    stop_pid "$hap_pid"
-else
-    note_failure "haproxy did not start"
-fi
+echo "loadavg:  $(cut -d' ' -f1-3 /proc/loadavg) (after)"
 
 # ----------------------------------------------------------------- report ---
 
 row() {
-    printf '%-26s %10s %10s %10s %9s %8s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
+    printf '%-28s %9s %9s %9s %9s %8s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
         "$(field "$2" p99)" "$(field "$2" non2xx)" "$(field "$2" errors)"
 }
+line() { printf '  %-46s %s\n' "$1" "$2"; }
 
 echo
-printf '%-26s %10s %10s %10s %9s %8s\n' "target" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr"
-printf '%-26s %10s %10s %10s %9s %8s\n' "--------------------------" "----------" "----------" "----------" "---------" "--------"
+printf '%-28s %9s %9s %9s %9s %8s\n' "target (with the key)" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr"
+printf '%-28s %9s %9s %9s %9s %8s\n' "----------------------------" "---------" "---------" "---------" "---------" "--------"
 row "upstream (direct)" upstream
 row "keygate" keygate
 row "nginx" nginx
 row "haproxy" haproxy
 echo
-echo "extra runs (same load):"
-row "keygate access_log:false" keygate-noaccesslog
-row "keygate ${NKEYS} keys" keygate-100k
+printf '%-28s\n' "extra runs (same load)"
+row "keygate access_log: false" keygate-noaccesslog
+row "keygate 1 key, keys_file" keygate-1json
+row "keygate $NKEYS keys, keys_file" keygate-100k
 row "keygate 401 (no key)" keygate-401
 row "nginx 401 (no key)" nginx-401
 row "haproxy 401 (no key)" haproxy-401
 
 kg_rps=$(field keygate rps) kg_p99=$(field keygate p99)
 echo
-echo "ratios:"
-printf '  %-44s %s\n' "keygate/nginx    rps" "$(ratio "$kg_rps" "$(field nginx rps)")"
-printf '  %-44s %s\n' "keygate/nginx    p99" "$(ratio "$kg_p99" "$(field nginx p99)")"
-printf '  %-44s %s\n' "keygate/haproxy  rps" "$(ratio "$kg_rps" "$(field haproxy rps)")"
-printf '  %-44s %s\n' "keygate/haproxy  p99" "$(ratio "$kg_p99" "$(field haproxy p99)")"
-printf '  %-44s %s\n' "keygate/upstream rps" "$(ratio "$kg_rps" "$(field upstream rps)")"
-printf '  %-44s %s\n' "keygate 401 rps / authorised rps" "$(ratio "$(field keygate-401 rps)" "$kg_rps")"
-printf '  %-44s %s\n' "keygate access_log:false rps / default rps" "$(ratio "$(field keygate-noaccesslog rps)" "$kg_rps")"
-printf '  %-44s %s\n' "keygate ${NKEYS} keys rps / 1 key rps" "$(ratio "$(field keygate-100k rps)" "$kg_rps")"
-printf '  %-44s %s\n' "keygate ${NKEYS} keys p99 / 1 key p99" "$(ratio "$(field keygate-100k p99)" "$kg_p99")"
+echo "ratios"
+line "keygate/nginx    rps" "$(ratio "$kg_rps" "$(field nginx rps)")"
+line "keygate/nginx    p99" "$(ratio "$kg_p99" "$(field nginx p99)")"
+line "keygate/haproxy  rps" "$(ratio "$kg_rps" "$(field haproxy rps)")"
+line "keygate/haproxy  p99" "$(ratio "$kg_p99" "$(field haproxy p99)")"
+line "keygate/upstream rps" "$(ratio "$kg_rps" "$(field upstream rps)")"
+line "keygate 401 rps / authorised rps" "$(ratio "$(field keygate-401 rps)" "$kg_rps")"
+line "keygate access_log:false rps / default rps" "$(ratio "$(field keygate-noaccesslog rps)" "$kg_rps")"
+line "keygate $NKEYS keys rps / 1 key rps (keys_file)" "$(ratio "$(field keygate-100k rps)" "$(field keygate-1json rps)")"
+line "keygate $NKEYS keys p99 / 1 key p99 (keys_file)" "$(ratio "$(field keygate-100k p99)" "$(field keygate-1json p99)")"
 
 echo
-echo "keygate memory (VmRSS):"
-printf '  %-44s %s\n' "idle, 1 key, after start" "$(fmt_mib "$kg_rss_idle")"
-printf '  %-44s %s\n' "idle, 1 key, after the load runs" "$(fmt_mib "$kg_rss_after")"
-printf '  %-44s %s\n' "$IDLE_CONNS idle keep-alive connections open" "$(fmt_mib "$kg_rss_conns")"
+echo "keygate memory (VmRSS)"
+line "idle, 1 key, just started" "$(fmt_mib "$kg_rss_idle")"
+line "idle, 1 key, after its load runs" "$(fmt_mib "$kg_rss_after")"
+line "$IDLE_CONNS idle keep-alive connections open" "$(fmt_mib "$kg_rss_conns")"
 if [[ $kg_rss_conns =~ ^[0-9]+$ && $kg_rss_after =~ ^[0-9]+$ ]]; then
-    printf '  %-44s %s\n' "per connection (vs after the load runs)" \
+    line "  per connection (vs after its load runs)" \
         "$(awk -v a="$kg_rss_conns" -v b="$kg_rss_after" -v n="$IDLE_CONNS" 'BEGIN {printf "%.1f KiB", (a - b) / n}')"
 fi
-printf '  %-44s %s\n' "idle, $NKEYS keys, after start" "$(fmt_mib "$kgb_rss")"
+line "idle, $NKEYS keys, just started" "$(fmt_mib "$kgb_rss")"
 
 echo
-echo "keygate startup, process start to port accepting (median of 3):"
-printf '  %-44s %s\n' "1 key (inline)" "$kg_startup"
-printf '  %-44s %s\n' "$NKEYS keys (.json keys_file, $(du -k "$tmp/keys.json" | cut -f1) KiB)" "$kgb_startup"
+echo "keygate startup, process start to port accepting (median of 3)"
+line "1 key (inline)" "$kg_startup"
+line "$NKEYS keys (keys_file, $(du -k "$tmp/keys.json" | cut -f1) KiB of JSON)" "$kgb_startup"
 
 if ((failures)); then
     echo

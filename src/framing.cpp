@@ -19,10 +19,6 @@ std::string_view trim(std::string_view v) {
     return v;
 }
 
-bool istarts_with(std::string_view s, std::string_view prefix) {
-    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
 /// Calls `fn` for each comma-separated, trimmed, non-empty token of `value`.
 template <class Fn>
 void for_each_token(std::string_view value, Fn&& fn) {
@@ -85,15 +81,22 @@ constexpr std::string_view forwarding_names[] = {
 // matches exact names and reach an app (or CGI) that folds '_' into '-'.
 bool underscore_alias(std::string_view name, const head_limits& limits) {
     if (name.find('_') == std::string_view::npos) return false;
-    char buf[256];
-    if (name.size() > sizeof buf) return false;
-    for (std::size_t i = 0; i < name.size(); ++i) buf[i] = name[i] == '_' ? '-' : name[i];
-    std::string_view dashed(buf, name.size());
-    if (iequals(dashed, limits.credential_header)) return true;
-    if (!limits.identity_prefix.empty() && istarts_with(dashed, limits.identity_prefix))
+    // Compare as if every '_' were '-', without copying (names may be of any length).
+    auto dash = [](char c) { return c == '_' ? '-' : c; };
+    auto same_prefix = [&](std::string_view target, bool whole) {
+        if (whole ? name.size() != target.size() : name.size() < target.size()) return false;
+        for (std::size_t i = 0; i < target.size(); ++i) {
+            char a = dash(name[i]), b = target[i];
+            if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+            if (b >= 'A' && b <= 'Z') b = static_cast<char>(b - 'A' + 'a');
+            if (a != b) return false;
+        }
         return true;
+    };
+    if (same_prefix(limits.credential_header, true)) return true;
+    if (!limits.identity_prefix.empty() && same_prefix(limits.identity_prefix, false)) return true;
     for (auto n : forwarding_names)
-        if (iequals(dashed, n)) return true;
+        if (same_prefix(n, true)) return true;
     return false;
 }
 
@@ -217,6 +220,10 @@ head_verdict request_parser::parse(std::string_view raw, const head_limits& limi
     out.expect_continue = false;
     out.keep_alive = true;
     out.websocket_upgrade = false;
+
+    // Beast's header_limit leaves the request line out; the whole head counts here.
+    if (raw.size() > limits.max_header_bytes)
+        return {431, "header_too_large", "The request header is too large."};
 
     auto& p = impl_->parser.emplace();
     p.out = &out;
@@ -381,6 +388,8 @@ bool parse_response_head(std::string_view raw, bool head_request, response_head&
     else
         out.keep_alive = has_token(out.fields, "Connection", "keep-alive");
     if (!out.no_body && out.framing.kind == body_framing::until_close) out.keep_alive = false;
+    // Chunked framing in an HTTP/1.0 response is suspect (RFC 9112 §6.1): never reuse it.
+    if (out.version == 10 && out.framing.kind == body_framing::chunked) out.keep_alive = false;
     return true;
 }
 

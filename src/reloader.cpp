@@ -105,7 +105,7 @@ void reloader::apply(const std::string& content) {
     auto started = std::chrono::steady_clock::now();
     std::vector<key_config> keys;
     try {
-        auto file_keys = load_keys_file(cfg_.auth.keys_file, env_);
+        auto file_keys = load_keys_text(content, cfg_.auth.keys_file, env_);
         keys.reserve(static_keys_.size() + file_keys.size());
         keys = static_keys_;
         keys.insert(keys.end(), std::make_move_iterator(file_keys.begin()),
