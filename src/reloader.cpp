@@ -68,7 +68,11 @@ void reloader::poll() {
         failed(why);
         return;
     }
-    if (first == applied_content_) return;
+    if (first == applied_content_) {
+        // Back to what is in force: a later breakage is news again.
+        last_problem_.clear();
+        return;
+    }
     // A file being rewritten in place may be read half-written: apply a change only once
     // two reads 100 ms apart agree.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
