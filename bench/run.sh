@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions called through a trap or by name are reachable
 # keygate benchmark: keygate against nginx and HAProxy doing the same job
 # (check an API key, strip it, forward to one upstream) on 127.0.0.1.
 #
@@ -159,6 +160,10 @@ chmod 755 "$tmp"
 command -v python3 >/dev/null || die "python3 is required"
 [[ -x $KEYGATE ]] || die "no keygate binary at $KEYGATE (build it, or set KEYGATE)"
 install_tools
+# Run a private copy, so a rebuild of the binary during the run changes nothing.
+cp "$KEYGATE" "$tmp/keygate" || die "cannot copy $KEYGATE"
+KEYGATE_SRC=$KEYGATE
+KEYGATE=$tmp/keygate
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 for b in "$NGINX" "$HAPROXY" "$(command -v wrk)"; do [[ -x $b ]] || die "missing $b after install"; done
@@ -381,10 +386,10 @@ one_field() {
 field() {
     local f
     for f in "$tmp/$1".r*.wrk; do [[ -e $f ]] && one_field "$f" "$2"; done |
-        sort -g | awk 'NF {v[++n] = $1}
+        sort -g | awk -v ms="$([[ $2 == p* ]] && echo 1)" 'NF {v[++n] = $1}
             END {if (!n) {print "n/a"; exit}
                  m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-                 print (m == int(m)) ? m : sprintf("%.2f", m)}'
+                 printf(ms ? "%.2f\n" : "%.0f\n", m)}'
 }
 
 ratio() {
@@ -533,7 +538,7 @@ startup_runs() {
 
 echo "keygate benchmark  $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "nproc:    $(nproc)"
-echo "keygate:  $("$KEYGATE" --version 2>&1 | head -1)  ($KEYGATE)"
+echo "keygate:  $("$KEYGATE" --version 2>&1 | head -1)  ($KEYGATE_SRC, $(date -u -r "$KEYGATE_SRC" '+built %Y-%m-%d %H:%M UTC'))"
 echo "nginx:    $("$NGINX" -v 2>&1 | head -1)"
 echo "haproxy:  $("$HAPROXY" -v 2>&1 | head -1)"
 echo "wrk:      $(wrk -v 2>&1 | head -1)"
@@ -567,20 +572,20 @@ echo "loadavg:  $(cut -d' ' -f1-3 /proc/loadavg) (after)"
 # ----------------------------------------------------------------- report ---
 
 row() {
-    printf '%-28s %9s %9s %9s %9s %8s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
+    printf '%-32s %9s %9s %9s %9s %8s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
         "$(field "$2" p99)" "$(field "$2" non2xx)" "$(field "$2" errors)"
 }
-line() { printf '  %-46s %s\n' "$1" "$2"; }
+line() { printf '  %-52s %s\n' "$1" "$2"; }
 
 echo
-printf '%-28s %9s %9s %9s %9s %8s\n' "target (with the key)" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr"
-printf '%-28s %9s %9s %9s %9s %8s\n' "----------------------------" "---------" "---------" "---------" "---------" "--------"
+printf '%-32s %9s %9s %9s %9s %8s\n' "target (with the key)" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr"
+printf '%-32s %9s %9s %9s %9s %8s\n' "--------------------------------" "---------" "---------" "---------" "---------" "--------"
 row "upstream (direct)" upstream
 row "keygate" keygate
 row "nginx" nginx
 row "haproxy" haproxy
 echo
-printf '%-28s\n' "extra runs (same load)"
+echo "extra runs (same load)"
 row "keygate access_log: false" keygate-noaccesslog
 row "keygate 1 key, keys_file" keygate-1json
 row "keygate $NKEYS keys, keys_file" keygate-100k

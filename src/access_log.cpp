@@ -15,6 +15,19 @@ namespace {
 bool json_messages = true;
 
 void append_escaped(std::string& out, std::string_view s) {
+    // Almost every value needs no escaping: append it whole.
+    bool plain = true;
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        if (c == '"' || c == '\\' || u < 0x20 || u == 0x7f) {
+            plain = false;
+            break;
+        }
+    }
+    if (plain) {
+        out.append(s);
+        return;
+    }
     for (char c : s) {
         auto u = static_cast<unsigned char>(c);
         if (c == '"' || c == '\\') {

@@ -8,11 +8,28 @@
 
 namespace keygate::crypto {
 
+namespace {
+
+// Fetching the algorithm and allocating a context cost more than hashing a short key:
+// do both once per thread.
+struct sha256_state {
+    EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~sha256_state() {
+        EVP_MD_CTX_free(ctx);
+        EVP_MD_free(md);
+    }
+};
+
+} // namespace
+
 digest_t sha256(std::string_view data) {
+    thread_local sha256_state st;
     digest_t out{};
     unsigned int len = 0;
-    // EVP_Digest is one call with no context to manage; SHA-256 cannot fail on valid input.
-    if (EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) != 1)
+    if (!st.md || !st.ctx || EVP_DigestInit_ex2(st.ctx, st.md, nullptr) != 1 ||
+        EVP_DigestUpdate(st.ctx, data.data(), data.size()) != 1 ||
+        EVP_DigestFinal_ex(st.ctx, out.data(), &len) != 1)
         throw std::runtime_error("SHA-256 failed");
     return out;
 }

@@ -4,6 +4,7 @@
 #include <boost/beast/http/error.hpp>
 
 #include <charconv>
+#include <cstring>
 #include <optional>
 
 namespace keygate {
@@ -189,8 +190,12 @@ private:
 head_scan scan_head(std::string_view data, std::size_t from) {
     // Resume a little before `from` so a CRLF split across reads is still seen.
     std::size_t i = from > 3 ? from - 3 : 0;
-    for (; i < data.size(); ++i) {
-        if (data[i] != '\n') continue;
+    const char* base = data.data();
+    while (i < data.size()) {
+        // Only line ends matter: jump from one LF to the next.
+        const void* hit = std::memchr(base + i, '\n', data.size() - i);
+        if (!hit) break;
+        i = static_cast<std::size_t>(static_cast<const char*>(hit) - base);
         if (i == 0 || data[i - 1] != '\r') return {head_scan::bad, 0};
         if (i + 1 >= data.size()) break;
         char next = data[i + 1];
@@ -200,6 +205,7 @@ head_scan scan_head(std::string_view data, std::size_t from) {
             if (data[i + 2] != '\n') return {head_scan::bad, 0};
             return {head_scan::complete, i + 3};
         }
+        ++i;
     }
     return {head_scan::incomplete, 0};
 }

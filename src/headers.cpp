@@ -85,15 +85,6 @@ std::size_t fields_size(const header_list& fields) noexcept {
 
 } // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (to_lower(a[i]) != to_lower(b[i]))
-            return false;
-    return true;
-}
-
 bool is_hop_by_hop(std::string_view name) {
     return iequals(name, "Connection") || iequals(name, "Keep-Alive") ||
            iequals(name, "Proxy-Connection") || iequals(name, "TE") ||

@@ -248,9 +248,12 @@ struct failed_attempts::shard {
         client_key k = e.key; // e (and its key) dies inside erase
         unlink(e);
         entries.erase(k);
+        population.store(entries.size(), std::memory_order_release);
     }
 
     std::mutex mutex;
+    // Read without the lock: a shard nobody failed in is the common case on the request path.
+    std::atomic<std::size_t> population{0};
     // Element addresses in an unordered_map survive rehashing, so the list can link them.
     std::unordered_map<client_key, entry, hasher> entries;
     entry head; // sentinel
@@ -279,6 +282,7 @@ failed_attempts::shard& failed_attempts::shard_for(const client_key& k) {
 unsigned failed_attempts::blocked(const client_key& client, mono_ns now) {
     if (disabled()) return 0;
     shard& s = shard_for(client);
+    if (s.population.load(std::memory_order_acquire) == 0) return 0;
     std::lock_guard lock(s.mutex);
     auto it = s.entries.find(client);
     if (it == s.entries.end()) return 0;
@@ -305,6 +309,7 @@ unsigned failed_attempts::record_failure(const client_key& client, mono_ns now) 
     } else {
         if (s.entries.size() >= per_shard_) s.erase(*s.head.prev);
         e = &s.entries.try_emplace(client).first->second;
+        s.population.store(s.entries.size(), std::memory_order_release);
         e->key = client;
         s.push_front(*e);
     }

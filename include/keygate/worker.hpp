@@ -107,7 +107,9 @@ private:
     void flush_log();
 
     shared_state& shared_;
-    net::io_context ioc_{1};
+    // One thread runs all I/O of this context; other threads only post to it, so the
+    // reactor needs no per-descriptor locking.
+    net::io_context ioc_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     tcp::acceptor acceptor_{ioc_};
     std::shared_ptr<const snapshot> current_;
     upstream_pool pool_;
