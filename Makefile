@@ -6,7 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 
 .DEFAULT_GOAL := build
-.PHONY: deps build test run clean bench
+.PHONY: deps build test run clean bench soak
 
 deps:
 	scripts/install-deps.sh
@@ -28,3 +28,11 @@ clean:
 # Uses the existing binary: KEYGATE=path overrides build/keygate, DURATION=5s shortens runs.
 bench:
 	KEYGATE=$${KEYGATE:-$(BUILD_DIR)/keygate} bash bench/run.sh
+
+# Soak, then drain under load (see scripts/soak.py): 64 keep-alive connections through
+# a 2-thread keygate while the keys file changes every second and SIGHUPs arrive in
+# bursts; then SIGTERM under load. Uses the existing binary (KEYGATE=path overrides
+# build/keygate); SOAK_SECONDS sets the soak's length.
+SOAK_SECONDS ?= 60
+soak:
+	python3 scripts/soak.py --keygate $${KEYGATE:-$(BUILD_DIR)/keygate} --seconds $(SOAK_SECONDS)

@@ -344,16 +344,44 @@ start() {
 
 round=1   # the current round; each wrk output goes to $tmp/NAME.r$round.wrk
 
+# CPU accounting, to tell how much of the machine something else used during a
+# run: "other" = busy CPU time (user, nice, system, steal) of the whole machine,
+# less that of wrk and of the processes in $watch (and their children, for the
+# nginx workers), as a share of all CPU time. Clock ticks throughout.
+watch=()
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+proc_ticks() {
+    local p c sum=0 st stat_fields=()
+    for p in "$@"; do
+        for c in "$p" $(pgrep -P "$p" 2>/dev/null); do
+            st=$(cat "/proc/$c/stat" 2>/dev/null) || continue
+            st=${st##*) }     # past "pid (comm) ": field 3 onwards
+            read -r -a stat_fields <<<"$st"
+            sum=$((sum + stat_fields[11] + stat_fields[12]))   # utime, stime
+        done
+    done
+    echo "$sum"
+}
+
 # bench NAME PORT [with-key]: warm up, then one measured wrk run
 bench() {
-    local name=$1 port=$2 hdr=()
+    local name=$1 port=$2 hdr=() out b0 t0 p0 b1 t1 p1 wrk_cpu
+    out=$tmp/$name.r$round
     [[ ${3:-} == with-key ]] && hdr=(-H "X-API-Key: $KEY")
     echo "-- round $round/$ROUNDS: $name" >&2
     if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
         timeout 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1
     fi
-    timeout 900 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
-        "http://127.0.0.1:$port/" >"$tmp/$name.r$round.wrk" 2>&1 || note_failure "wrk against $name failed"
+    read -r b0 t0 < <(machine_ticks)
+    p0=$(proc_ticks "${watch[@]}")
+    local TIMEFORMAT='%U %S'
+    { time timeout 900 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
+        "http://127.0.0.1:$port/" >"$out.wrk" 2>&1; } 2>"$out.time" || note_failure "wrk against $name failed"
+    read -r b1 t1 < <(machine_ticks)
+    p1=$(proc_ticks "${watch[@]}")
+    wrk_cpu=$(awk '{printf "%.0f", ($1 + $2) * 100}' "$out.time")
+    awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v p=$((p1 - p0)) -v w="${wrk_cpu:-0}" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {if (t > 0) {o = (b - p - w * hz / 100) / t * 100; printf "%.0f\n", (o < 0) ? 0 : o}}' >"$out.other"
 }
 
 # wrk prints latencies as 812.00us, 1.23ms, 1.02s or 1.50m: convert to ms.
@@ -365,7 +393,7 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# one_field FILE rps|p50|p99|non2xx|errors: one figure from one wrk output
+# one_field FILE rps|p50|p99|non2xx|errors|other: one figure from one wrk output
 one_field() {
     local f=$1
     [[ -s $f ]] || return 0
@@ -375,6 +403,7 @@ one_field() {
         p99) awk '$1 == "99%" {print $2}' "$f" | while read -r v; do to_ms "$v"; echo; done ;;
         non2xx) grep -q '^Requests/sec:' "$f" &&
                 awk '/Non-2xx or 3xx responses:/ {n = $NF} END {print n + 0}' "$f" ;;
+        other) [[ -s ${f%.wrk}.other ]] && cat "${f%.wrk}.other" ;;
         errors) grep -q '^Requests/sec:' "$f" &&
                 awk '/Socket errors:/ {s = $0; sub(/.*Socket errors: /, "", s); gsub(/,/, "", s)
                                        split(s, a, " "); n = a[2] + a[4] + a[6] + a[8]}
@@ -403,13 +432,14 @@ ratio() {
 
 kg_rss_idle=n/a kg_rss_after=n/a kg_rss_conns=n/a kgb_rss=n/a
 
-t_upstream() { bench upstream "$P_UP" with-key; }
+t_upstream() { watch=("$up_pid"); bench upstream "$P_UP" with-key; }
 
 # keygate, default logging (the access log is on and goes to stdout = /dev/null);
 # also the 401 path and, in the first round, the memory figures.
 t_keygate() {
     start keygate "$P_KG" "$KEYGATE" --config "$tmp/keygate.yaml" || { note_failure "keygate did not start"; return; }
     local pid=$started_pid
+    watch=("$up_pid" "$pid")
     if ((round == 1)); then sleep 0.5; kg_rss_idle=$(rss_kib "$pid"); fi
     bench keygate "$P_KG" with-key
     bench keygate-401 "$P_KG"
@@ -427,6 +457,7 @@ t_keygate_noaccesslog() {
     start keygate-noaccesslog "$P_KGN" "$KEYGATE" --config "$tmp/keygate-noaccesslog.yaml" ||
         { note_failure "keygate (access_log: false) did not start"; return; }
     local pid=$started_pid
+    watch=("$up_pid" "$pid")
     bench keygate-noaccesslog "$P_KGN" with-key
     stop_pid "$pid"
 }
@@ -435,6 +466,7 @@ t_keygate_1json() {
     start keygate-1json "$P_KGB" "$KEYGATE" --config "$tmp/keygate-1json.yaml" ||
         { note_failure "keygate (1 key, keys_file) did not start"; return; }
     local pid=$started_pid
+    watch=("$up_pid" "$pid")
     bench keygate-1json "$P_KGB" with-key
     stop_pid "$pid"
 }
@@ -443,6 +475,7 @@ t_keygate_100k() {
     start keygate-100k "$P_KGB" "$KEYGATE" --config "$tmp/keygate-100k.yaml" ||
         { note_failure "keygate ($NKEYS keys) did not start"; return; }
     local pid=$started_pid
+    watch=("$up_pid" "$pid")
     if ((round == 1)); then sleep 0.5; kgb_rss=$(rss_kib "$pid"); fi
     bench keygate-100k "$P_KGB" with-key
     stop_pid "$pid"
@@ -452,6 +485,7 @@ t_nginx() {
     start nginx "$P_NGX" "$NGINX" -c "$tmp/nginx-proxy/nginx.conf" -p "$tmp/nginx-proxy" \
         -e "$tmp/nginx-proxy/error.log" || { note_failure "nginx (peer) did not start"; return; }
     local pid=$started_pid
+    watch=("$up_pid" "$pid")
     bench nginx "$P_NGX" with-key
     bench nginx-401 "$P_NGX"
     stop_pid "$pid"
@@ -460,6 +494,7 @@ t_nginx() {
 t_haproxy() {
     start haproxy "$P_HAP" "$HAPROXY" -db -f "$tmp/haproxy.cfg" || { note_failure "haproxy did not start"; return; }
     local pid=$started_pid
+    watch=("$up_pid" "$pid")
     bench haproxy "$P_HAP" with-key
     bench haproxy-401 "$P_HAP"
     stop_pid "$pid"
@@ -549,6 +584,7 @@ echo "loadavg:  $(cut -d' ' -f1-3 /proc/loadavg) (before)"
 # The upstream first: everything else forwards to it. It runs throughout.
 start upstream "$P_UP" "$NGINX" -c "$tmp/nginx-up/nginx.conf" -p "$tmp/nginx-up" -e "$tmp/nginx-up/error.log" \
     || die "the upstream nginx did not start"
+up_pid=$started_pid
 got=$(python3 - "$P_UP" <<'EOF'
 import sys, urllib.request
 print(len(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=5).read()))
@@ -556,9 +592,12 @@ EOF
 )
 [[ $got == "$BODY_BYTES" ]] || note_failure "upstream body is ${got:-?} bytes, not $BODY_BYTES"
 
+# Round r starts at the r-th target, so with ROUNDS > 1 no target always runs
+# first or last.
+targets=(t_upstream t_keygate t_nginx t_haproxy t_keygate_noaccesslog t_keygate_1json t_keygate_100k)
 for ((round = 1; round <= ROUNDS; round++)); do
-    for t in t_upstream t_keygate t_nginx t_haproxy t_keygate_noaccesslog t_keygate_1json t_keygate_100k; do
-        "$t"
+    for ((i = 0; i < ${#targets[@]}; i++)); do
+        "${targets[(i + round - 1) % ${#targets[@]}]}"
     done
 done
 
@@ -572,14 +611,14 @@ echo "loadavg:  $(cut -d' ' -f1-3 /proc/loadavg) (after)"
 # ----------------------------------------------------------------- report ---
 
 row() {
-    printf '%-32s %9s %9s %9s %9s %8s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
-        "$(field "$2" p99)" "$(field "$2" non2xx)" "$(field "$2" errors)"
+    printf '%-32s %9s %9s %9s %9s %8s %7s\n' "$1" "$(field "$2" rps)" "$(field "$2" p50)" \
+        "$(field "$2" p99)" "$(field "$2" non2xx)" "$(field "$2" errors)" "$(field "$2" other)"
 }
 line() { printf '  %-52s %s\n' "$1" "$2"; }
 
 echo
-printf '%-32s %9s %9s %9s %9s %8s\n' "target (with the key)" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr"
-printf '%-32s %9s %9s %9s %9s %8s\n' "--------------------------------" "---------" "---------" "---------" "---------" "--------"
+printf '%-32s %9s %9s %9s %9s %8s %7s\n' "target (with the key)" "rps" "p50 ms" "p99 ms" "non-2xx" "sockerr" "other%"
+printf '%-32s %9s %9s %9s %9s %8s %7s\n' "--------------------------------" "---------" "---------" "---------" "---------" "--------" "-------"
 row "upstream (direct)" upstream
 row "keygate" keygate
 row "nginx" nginx
@@ -592,6 +631,13 @@ row "keygate $NKEYS keys, keys_file" keygate-100k
 row "keygate 401 (no key)" keygate-401
 row "nginx 401 (no key)" nginx-401
 row "haproxy 401 (no key)" haproxy-401
+
+busiest=$(cat "$tmp"/*.other 2>/dev/null | sort -n | tail -n1)
+if [[ ${busiest:-0} -ge 10 ]]; then
+    echo
+    echo "note: other processes used up to ${busiest}% of the machine's CPU during a run (other%);"
+    echo "      such rows are not comparable: rerun on a quiet machine, or with ROUNDS=3 for medians"
+fi
 
 kg_rps=$(field keygate rps) kg_p99=$(field keygate p99)
 echo

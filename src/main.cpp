@@ -5,6 +5,7 @@
 #include "keygate/crypto.hpp"
 #include "keygate/key_store.hpp"
 #include "keygate/server.hpp"
+#include "keygate/tls.hpp"
 
 #include <fmt/format.h>
 
@@ -88,6 +89,19 @@ int check_config(const options& o) {
     keygate::config cfg;
     try {
         cfg = keygate::load_config_file(config_path(o, env), env, o.cli);
+        // Startup loads the TLS files; so does the check.
+        std::vector<std::string> problems;
+        try {
+            if (cfg.listen.tls) keygate::make_server_tls(*cfg.listen.tls);
+        } catch (const keygate::config_error& e) {
+            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
+        }
+        try {
+            if (cfg.upstream.scheme == "https") keygate::make_client_tls(cfg.upstream.tls);
+        } catch (const keygate::config_error& e) {
+            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
+        }
+        if (!problems.empty()) throw keygate::config_error(std::move(problems));
     } catch (const keygate::config_error& e) {
         return config_failure(e);
     }

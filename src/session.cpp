@@ -1,4 +1,5 @@
 // One client connection: read a head, decide, relay, repeat (DESIGN.md §1).
+#include "keygate/access_log.hpp"
 #include "keygate/chunked.hpp"
 #include "keygate/headers.hpp"
 #include "keygate/key_store.hpp"
@@ -159,9 +160,16 @@ private:
             }
         }
         bool first = true;
-        while (co_await exchange(first)) {
-            first = false;
-            in_.shrink_if_empty(idle_buffer);
+        try {
+            while (co_await exchange(first)) {
+                first = false;
+                in_.shrink_if_empty(idle_buffer);
+            }
+        } catch (const std::exception& e) {
+            // Nothing a client sends should get here; if anything does, only this
+            // connection ends.
+            log_message("error", std::string("connection closed after an internal error: ") + e.what());
+            linger_on_close_ = false;
         }
         // Unread request bytes would turn the close into a reset that can destroy the
         // response in the client's buffers: drain them briefly first.

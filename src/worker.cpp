@@ -49,7 +49,15 @@ void worker::listen(const tcp::endpoint& ep) {
 void worker::start() {
     net::co_spawn(ioc_, accept_loop(), net::detached);
     thread_ = std::thread([this] {
-        ioc_.run();
+        // A handler that throws must not take the worker (and the process) down with it.
+        for (;;) {
+            try {
+                ioc_.run();
+                break;
+            } catch (const std::exception& e) {
+                log_message("error", std::string("worker recovered from an internal error: ") + e.what());
+            }
+        }
         flush_log();
     });
 }

@@ -379,6 +379,22 @@ class AdminTest(OpsTestCase):
         after = self.wait_metrics(lambda m: m.get("keygate_requests_total", outcome="public", code="200") >= want)
         self.assertEqual(after.get("keygate_requests_total", outcome="public", code="200"), want)
 
+    def test_own_error_counted_as_error(self):
+        before = self.scrape()
+        self.assertError(self.req("GET", "/a/%2F/b", self.K("gamma")), 400, "bad_request")
+        want = before.get("keygate_requests_total", outcome="error", code="400") + 1
+        after = self.wait_metrics(lambda m: m.get("keygate_requests_total", outcome="error", code="400") >= want)
+        self.assertEqual(after.get("keygate_requests_total", outcome="error", code="400"), want)
+        self.assertEqual(sum(v for _, v in after.series("keygate_auth_denials_total")),
+                         sum(v for _, v in before.series("keygate_auth_denials_total")))
+        # An upstream's own 404 is an allowed exchange, not a denial.
+        before = after
+        self.assertEqual(self.req("GET", "/status?code=404", self.K("gamma")).status, 404)
+        want = before.get("keygate_requests_total", outcome="allowed", code="404") + 1
+        after = self.wait_metrics(lambda m: m.get("keygate_requests_total", outcome="allowed", code="404") >= want)
+        self.assertEqual(after.get("keygate_requests_total", outcome="allowed", code="404"), want)
+        self.assertEqual(after.get("keygate_requests_total", outcome="denied", code="404"), 0)
+
     def test_keys_loaded_counts_every_key(self):
         # Active or not: disabled, expired and not-yet-valid keys are loaded keys too.
         self.assertEqual(self.scrape().value("keygate_keys_loaded"), len(self.keys))
@@ -486,12 +502,25 @@ class HealthcheckTest(OpsTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         p = h.run_cli(["healthcheck", "--url", f"http://127.0.0.1:{admin}/readyz"])
         self.assertEqual(p.returncode, 0, p.stderr)
+        p = h.run_cli(["healthcheck", "--url", f"http://localhost:{admin}/healthz"])
+        self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_healthcheck_closed_port(self):
         t0 = time.monotonic()
         p = h.run_cli(["healthcheck", "--url", f"http://127.0.0.1:{h.free_port()}/healthz"])
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertLess(time.monotonic() - t0, 5)
+
+    def test_healthcheck_unanswered_times_out(self):
+        # A port that accepts (the kernel's backlog) but never answers: exit 1, not a hang.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)
+            t0 = time.monotonic()
+            p = h.run_cli(["healthcheck", "--url", f"http://127.0.0.1:{s.getsockname()[1]}/healthz"],
+                          timeout=20)
+            self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+            self.assertLess(time.monotonic() - t0, 10)
 
     def test_healthcheck_non_200(self):
         admin = self.kg.config["admin"]["port"]
@@ -516,7 +545,8 @@ class DrainTest(OpsTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.up = cls.start_upstream()
+        cls.events = WsEvents()
+        cls.up = cls.start_upstream(routes={"/tun": make_tunnel_route(cls.events)})
 
     def setUp(self):
         self.up.reset()
@@ -534,6 +564,16 @@ class DrainTest(OpsTestCase):
     def K(self):
         return [("X-API-Key", self.key)]
 
+    def wait_draining(self, kg, within=0.3):
+        """/readyz right after a signal: the signal is delivered asynchronously, so allow
+        keygate a moment (well under any drain_delay used here) to see it."""
+        deadline = time.monotonic() + within
+        while True:
+            r = self.admin("/readyz", kg)
+            if r.status != 200 or time.monotonic() > deadline:
+                return r
+            time.sleep(0.01)
+
     def start_slow(self, kg, ms):
         c = h.Client(kg.port, timeout=15)
         self.addCleanup(c.close)
@@ -548,8 +588,8 @@ class DrainTest(OpsTestCase):
         t_sent = time.monotonic()
         t0 = time.monotonic()
         kg.proc.send_signal(signal.SIGTERM)
-        r = self.admin("/readyz", kg)
-        self.assertLess(time.monotonic() - t0, 0.5)
+        r = self.wait_draining(kg)
+        self.assertLess(time.monotonic() - t0, 0.5, "/readyz not 503 at once")
         self.assertEqual(r.status, 503, r)
         self.assertEqual(r.body.strip(), b"draining")
         self.assertEqual(self.admin("/healthz", kg).status, 200)
@@ -566,10 +606,13 @@ class DrainTest(OpsTestCase):
         self.assertLess(closed_at, 1.0 + SLACK, "listener still open after drain_delay")
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", kg.port), timeout=1).close()
-        # The admin listener stays up until the process exits.
+        # The admin listener stays up until the process exits: liveness passes, readiness not.
         r = self.admin("/readyz", kg)
         self.assertEqual((r.status, r.body.strip()), (503, b"draining"))
         self.assertEqual(self.admin("/healthz", kg).status, 200)
+        admin = kg.config["admin"]["port"]
+        self.assertEqual(h.run_cli(["healthcheck", "--url", f"http://127.0.0.1:{admin}/healthz"]).returncode, 0)
+        self.assertEqual(h.run_cli(["healthcheck", "--url", f"http://127.0.0.1:{admin}/readyz"]).returncode, 1)
         self.assertTrue(kg.alive(), "exited while an exchange was in flight")
         # The in-flight exchange completes, with Connection: close.
         r = slow.read_response(timeout=5)
@@ -624,12 +667,33 @@ class DrainTest(OpsTestCase):
         kg = self.start("0s", "10s")
         slow = self.start_slow(kg, 800)
         kg.proc.send_signal(signal.SIGINT)
-        r = self.admin("/readyz", kg)
+        r = self.wait_draining(kg)
         self.assertEqual((r.status, r.body.strip()), (503, b"draining"))
         r = slow.read_response(timeout=5)
         self.assertEqual(r.status, 200, r)
         self.assertTrue(r.has_close())
         self.assertEqual(kg.proc.wait(3), 0, kg.stderr())
+
+    def test_websocket_tunnel_runs_until_drain_timeout(self):
+        kg = self.start("0s", "2s")
+        c = h.Client(kg.port)
+        self.addCleanup(c.close)
+        c.send(h.build_request("GET", "/tun?name=drain", self.K() + WS_HEADERS))
+        self.assertEqual(c.read_response().status, 101)
+        t0 = time.monotonic()
+        kg.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        c.send(b"still-tunnelled")
+        deadline = time.monotonic() + 2
+        got = b""
+        while len(got) < 15:
+            part = c.bs.read_some(deadline)
+            self.assertTrue(part, "tunnel closed before drain_timeout")
+            got += part
+        self.assertEqual(got, b"still-tunnelled")
+        self.assertTrue(c.wait_closed(1.0 + SLACK + 0.5), "tunnel not closed at drain_timeout")
+        self.assertGreater(time.monotonic() - t0, 1.8)
+        self.assertEqual(kg.proc.wait(2), 0, kg.stderr())
 
     def test_second_signal_closes_everything_at_once(self):
         kg = self.start("5s", "20s")
@@ -857,7 +921,8 @@ class WebSocketKeyLifecycleTest(TunnelMixin, OpsTestCase):
             os.replace(path + ".tmp", path)
 
         write([h.key_entry("gone", key=gone), h.key_entry("stays", key=stays)])
-        cfg = h.make_config(self.up.port, keys=[], auth={"keys_file": path, "reload_interval": "1h"})
+        cfg = h.make_config(self.up.port, keys=[], auth={"keys_file": path, "reload_interval": "1h"},
+                            limits={"drain_timeout": "1s"})
         with h.Keygate(cfg) as kg:
             a = self.open_tunnel(kg, gone, "removed")
             b = self.open_tunnel(kg, stays, "kept")
@@ -873,7 +938,8 @@ class WebSocketKeyLifecycleTest(TunnelMixin, OpsTestCase):
         soon, other = h.new_key(), h.new_key()
         expires = math.floor(time.time()) + 3
         cfg = h.make_config(self.up.port, keys=[h.key_entry("soon", key=soon, expires_at=utc_text(expires)),
-                                                h.key_entry("other", key=other)])
+                                                h.key_entry("other", key=other)],
+                            limits={"drain_timeout": "1s"})
         with h.Keygate(cfg) as kg:
             a = self.open_tunnel(kg, soon, "expiring")
             b = self.open_tunnel(kg, other, "lasting")

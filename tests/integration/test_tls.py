@@ -494,7 +494,11 @@ class HttpsUpstreamTest(TlsTestCase):
         self.assertEqual(self.hup.connections, 0, "a TLS handshake with an unverified upstream completed")
 
     def test_unknown_ca_is_502(self):
-        self.assertRefused(self.through(self.cfg()))
+        # Not in the system store: refused, and counted as a failure to connect.
+        with h.Keygate(self.cfg()) as kg:
+            self.assertRefused(self.req("GET", "/x", [("X-API-Key", self.key)], port=kg.port))
+            text = self.req("GET", "/metrics", port=kg.config["admin"]["port"]).body.decode()
+            self.assertIn('keygate_upstream_errors_total{kind="connect"} 1\n', text)
 
     def test_ca_file_trusts_upstream(self):
         cfg = self.cfg(ca_file=self.pki.ca_cert)
@@ -513,6 +517,18 @@ class HttpsUpstreamTest(TlsTestCase):
         cfg = self.cfg(url_host="127.0.0.1", ca_file=self.pki.ca_cert, server_name="localhost")
         self.assertForwarded(self.through(cfg, "/named"), "/named", "localhost")
 
+    def test_ip_address_url_checked_against_certificate_ip(self):
+        cert, key, _ = self.pki.leaf("upstream-ip", "upstream-ip", 5107, dns=("localhost",), ips=("127.0.0.1",))
+        ip_up = HttpsUpstream(cert, key)
+        self.addCleanup(ip_up.stop)
+        cfg = h.make_config(self.up.port, keys=[h.key_entry("svc", key=self.key)],
+                            upstream={"url": f"https://127.0.0.1:{ip_up.port}",
+                                      "tls": {"ca_file": self.pki.ca_cert}})
+        r = self.through(cfg, "/by-ip")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([q["path"] for q in ip_up.requests], ["/by-ip"])
+        self.assertEqual(ip_up.sni, [None], "SNI must not carry an IP address")
+
     def test_wrong_server_name_is_502(self):
         cfg = self.cfg(ca_file=self.pki.ca_cert, server_name="wrong.example")
         self.assertRefused(self.through(cfg))
@@ -521,6 +537,27 @@ class HttpsUpstreamTest(TlsTestCase):
     def test_other_ca_is_502(self):
         other = Pki(tempfile.mkdtemp(prefix="other-ca-", dir=self.dir), "other-ca")
         self.assertRefused(self.through(self.cfg(ca_file=other.ca_cert)))
+
+    def test_ca_file_reloaded_when_it_changes(self):
+        # Start trusting an unrelated CA (502), then put the right CA into the same file:
+        # after reload_interval the upstream is trusted without a restart.
+        other = Pki(tempfile.mkdtemp(prefix="other-ca-", dir=self.dir), "other-ca-2")
+        ca = os.path.join(tempfile.mkdtemp(prefix="ca-live-", dir=self.dir), "ca.pem")
+        shutil.copyfile(other.ca_cert, ca)
+        cfg = self.cfg(ca_file=ca)
+        cfg["auth"]["reload_interval"] = "300ms"
+        with h.Keygate(cfg) as kg:
+            self.assertRefused(self.req("GET", "/before", [("X-API-Key", self.key)], port=kg.port))
+            shutil.copyfile(self.pki.ca_cert, ca + ".tmp")
+            os.replace(ca + ".tmp", ca)
+            deadline = time.monotonic() + 3.0
+            status = None
+            while time.monotonic() < deadline:
+                status = self.req("GET", "/after", [("X-API-Key", self.key)], port=kg.port).status
+                if status == 200:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(status, 200, "a replaced upstream.tls.ca_file was not reloaded")
 
     def test_plain_http_upstream_behind_https_url_is_502(self):
         cfg = h.make_config(self.up.port, keys=[h.key_entry("svc", key=self.key)],
