@@ -17,6 +17,7 @@ build: deps
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS)
+	KEYGATE=$(BUILD_DIR)/keygate scripts/check-deploy.sh
 
 run: build
 	BUILD_DIR=$(BUILD_DIR) scripts/run-demo.sh
@@ -36,3 +37,11 @@ bench:
 SOAK_SECONDS ?= 60
 soak:
 	python3 scripts/soak.py --keygate $${KEYGATE:-$(BUILD_DIR)/keygate} --seconds $(SOAK_SECONDS)
+
+# Check the deployment artefacts (deploy/, helm/) against keygate without Docker, helm
+# or a cluster: yamllint, check-config on every embedded config, ports/paths/flags/
+# variables, a Helm render, and a loopback replay of the compose and Kubernetes setups
+# (see scripts/check-deploy.sh). KEYGATE=path overrides the binary.
+.PHONY: check-deploy
+check-deploy: build
+	KEYGATE=$${KEYGATE:-$(BUILD_DIR)/keygate} scripts/check-deploy.sh

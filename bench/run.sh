@@ -370,12 +370,12 @@ bench() {
     [[ ${3:-} == with-key ]] && hdr=(-H "X-API-Key: $KEY")
     echo "-- round $round/$ROUNDS: $name" >&2
     if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
-        timeout 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1
+        timeout --foreground 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1
     fi
     read -r b0 t0 < <(machine_ticks)
     p0=$(proc_ticks "${watch[@]}")
     local TIMEFORMAT='%U %S'
-    { time timeout 900 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
+    { time timeout --foreground 900 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
         "http://127.0.0.1:$port/" >"$out.wrk" 2>&1; } 2>"$out.time" || note_failure "wrk against $name failed"
     read -r b1 t1 < <(machine_ticks)
     p1=$(proc_ticks "${watch[@]}")
@@ -503,7 +503,7 @@ t_haproxy() {
 # idle_conns_rss PORT PID: open $IDLE_CONNS connections to keygate, one
 # authorised keep-alive request each, keep them open, print keygate's VmRSS (KiB).
 idle_conns_rss() {
-    timeout 120 python3 - "$1" "$KEY" "$IDLE_CONNS" "$2" 2>"$tmp/idle-conns.stderr" <<'EOF'
+    timeout --foreground 120 python3 - "$1" "$KEY" "$IDLE_CONNS" "$2" 2>"$tmp/idle-conns.stderr" <<'EOF'
 import socket, sys, time
 port, key, n, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 req = ("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-API-Key: %s\r\n\r\n" % (port, key)).encode()

@@ -75,6 +75,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Work on a copy, so a rebuild of the binary during the run changes nothing.
+mkdir "$tmp/bin"
+if ! cp "$KEYGATE" "$tmp/bin/keygate" || ! "$tmp/bin/keygate" --version >/dev/null; then
+  say "$KEYGATE does not run"
+  exit 1
+fi
+say "checking with $("$tmp/bin/keygate" --version) ($KEYGATE)"
+KEYGATE="$tmp/bin/keygate"
+
 helper="$tmp/check_deploy_helper.py"
 write_helper() {
   cat >"$helper" <<'PY'

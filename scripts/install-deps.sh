@@ -19,6 +19,7 @@ packages=(
   catch2
   prometheus-cpp-dev
   python3
+  python3-yaml
   openssl
   curl
   yamllint

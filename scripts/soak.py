@@ -640,43 +640,48 @@ def main() -> int:
         print(f"connects refused      {sum(c.refused for c in clients)}")
 
         # ---- verdict
+        soak_fail: list[str] = list(failures)  # keygate died or hung
+        drain_fail: list[str] = []
         if soak_requests == 0:
-            failures.append("no request completed during the soak")
+            soak_fail.append("no request completed during the soak")
         if soak_non2xx:
-            failures.append(f"non-2xx answers for K during the soak: {dict(soak_non2xx)}")
+            soak_fail.append(f"non-2xx answers for K during the soak: {dict(soak_non2xx)}")
         if soak_errors:
-            failures.append(f"{len(soak_errors)} connection errors during the soak, e.g. {soak_errors[:3]}")
+            soak_fail.append(f"{len(soak_errors)} connection errors during the soak, e.g. {soak_errors[:3]}")
         if up_stats.get("key_leaks") or up_stats.get("bad_identity") or up_stats.get("bad_request_body"):
-            failures.append(f"upstream saw wrong requests: {up_stats}")
+            soak_fail.append(f"upstream saw wrong requests: {up_stats}")
         if not reload_ok:
-            failures.append("no successful key reload was counted")
+            soak_fail.append("no successful key reload was counted")
         if internal:
-            failures.append(f"{internal} internal errors in keygate's stderr")
+            soak_fail.append(f"{internal} internal errors in keygate's stderr")
         if growth is None:
-            failures.append("VmRSS not measured")
+            soak_fail.append("VmRSS not measured")
         elif growth >= 10:
-            failures.append(f"VmRSS grew {growth:.1f}% between the 10th second and the end")
-        if truncated:
-            failures.append(f"{len(truncated)} truncated responses, e.g. {truncated[:3]}")
-        if corrupt:
-            failures.append(f"{len(corrupt)} corrupt responses, e.g. {corrupt[:3]}")
+            soak_fail.append(f"VmRSS grew {growth:.1f}% between the 10th second and the end")
+        for phase, bucket in (("soak", soak_fail), ("drain", drain_fail)):
+            t = [x for x in truncated if x.startswith(phase + ":")]
+            k = [x for x in corrupt if x.startswith(phase + ":")]
+            if t:
+                bucket.append(f"{len(t)} truncated responses, e.g. {t[:3]}")
+            if k:
+                bucket.append(f"{len(k)} corrupt responses, e.g. {k[:3]}")
         if drain_non2xx:
-            failures.append(f"non-2xx answers during the drain: {dict(drain_non2xx)}")
+            drain_fail.append(f"non-2xx answers during the drain: {dict(drain_non2xx)}")
         if resets:
             ex = [(f"sent {(u[0] - ctl.t_sigterm) * 1000:+.1f} ms after SIGTERM",
                    "fresh conn" if u[1] else "keep-alive", u[2]) for u in resets[:5]]
-            failures.append(f"{len(resets)} requests were reset after being fully sent (keygate closed "
-                            f"with the request unread), e.g. {ex}")
+            drain_fail.append(f"{len(resets)} requests were reset after being fully sent (keygate closed "
+                              f"with the request unread), e.g. {ex}")
         if not crashed and exit_code != 0:
-            failures.append(f"exit code after SIGTERM was {exit_code}, not 0")
-        if kg is not None and kg.returncode is not None and kg.returncode < 0 and not failures:
-            failures.append(f"keygate was killed by signal {-kg.returncode}")
-        if failures:
+            drain_fail.append(f"exit code after SIGTERM was {exit_code}, not 0")
+        print(f"\nsoak phase:  {'FAIL' if soak_fail else 'PASS'}")
+        print(f"drain phase: {'FAIL' if drain_fail else 'PASS'}")
+        if soak_fail or drain_fail:
             print("\nSOAK FAILED:")
-            for f in failures:
+            for f in soak_fail + drain_fail:
                 print(f"  - {f}")
-            print("keygate stderr (last 20 lines):")
-            for line in stderr_text.splitlines()[-20:]:
+            print("keygate stderr (last 10 lines):")
+            for line in stderr_text.splitlines()[-10:]:
                 print("  " + line)
             return 1
         print("\nSOAK PASSED")

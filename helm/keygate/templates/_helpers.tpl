@@ -94,7 +94,7 @@ and deliberately not part of it) and, with metrics.podAnnotations, Prometheus
 scrape annotations for the admin port.
 */}}
 {{- define "keygate.podAnnotations" -}}
-checksum/keygate-config: {{ .Values.config | sha256sum }}
+checksum/keygate-config: {{ .Values.config | sha256sum | quote }}
 {{- if .Values.metrics.podAnnotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.ports.admin | quote }}
