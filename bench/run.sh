@@ -91,33 +91,58 @@ install_tools() {
 
 # ------------------------------------------------------------ process care --
 
-pids=()          # every process this script started, stopped by cleanup()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+pids=()   # every process this script started and has not stopped yet, by id
+
+# tree PID: the ids of PID's descendants, then PID
+tree() {
+    local c
+    for c in $(pgrep -P "$1" 2>/dev/null); do tree "$c"; done
+    echo "$1"
+}
+
+# stop_tree PID: TERM PID and its descendants, give them up to 5 s, then KILL
+# what is left; PID is then forgotten.
+stop_tree() {
+    local all p alive i
+    all=$(tree "$1")
+    for p in $all; do kill -TERM "$p" 2>/dev/null; done
+    for _ in $(seq 100); do
+        alive=0
+        for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.05
     done
-    pids=()
+    for p in $all; do kill -KILL "$p" 2>/dev/null; done
+    wait "$1" 2>/dev/null
+    for i in "${!pids[@]}"; do [[ ${pids[$i]} == "$1" ]] && unset 'pids[i]'; done
+    pids=("${pids[@]}")
+}
+stop_pid() { stop_tree "$1"; }
+
+cleanup() {
+    trap '' INT TERM
+    local pid
+    for pid in "${pids[@]}"; do stop_tree "$pid"; done
     if [[ -n ${tmp:-} && -d $tmp ]]; then
         if [[ $KEEP_TMP == 1 ]]; then echo "bench: kept $tmp" >&2; else rm -rf "$tmp"; fi
     fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "bench: interrupted" >&2; exit 130' INT
+trap 'echo "bench: terminated" >&2; exit 143' TERM
 
-# Stop one process this script started and forget it.
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    for i in "${!pids[@]}"; do [[ ${pids[$i]} == "$pid" ]] && unset 'pids[i]'; done
-    pids=("${pids[@]}")
+# in_background CMD...: run CMD as a child, wait for it so that a signal to this
+# script is acted on at once (bash runs a trap only after a foreground command
+# ends, and wrk ends normally on SIGINT), and return its exit status.
+in_background() {
+    local pid rc
+    "$@" &
+    pid=$!
+    pids+=("$pid")
+    wait "$pid"
+    rc=$?
+    stop_tree "$pid"
+    return "$rc"
 }
 
 now() { echo "$EPOCHREALTIME"; }
@@ -266,7 +291,7 @@ defaults
 
 frontend main
     bind 127.0.0.1:$P_HAP
-    acl key_ok req.hdr(x-api-key) -m str $KEY
+    acl key_ok req.hdr(x-api-key) -m str -- $KEY
     http-request return status 401 content-type application/json string '{"error":"missing_api_key","message":"An API key is required."}' hdr WWW-Authenticate 'ApiKey realm="keygate", header="X-API-Key"' unless key_ok
     http-request del-header x-api-key
     default_backend app
@@ -327,7 +352,11 @@ start() {
     shift 2
     started_pid=
     t0=$(now)
-    "$@" >/dev/null 2>"$tmp/$name.stderr" &
+    # A session of its own: a Ctrl-C on the terminal reaches this script, which
+    # stops everything in order, and not the servers directly (keygate would
+    # start draining). Job control is off here, so setsid execs in place and
+    # $! is the server's own id.
+    setsid "$@" >/dev/null 2>"$tmp/$name.stderr" &
     pid=$!
     pids+=("$pid")
     if ! wait_port "$port" 60 "$pid"; then
@@ -363,6 +392,14 @@ proc_ticks() {
     echo "$sum"
 }
 
+# run_wrk OUT ARGS...: wrk -t1 -c$CONNS ARGS with its output in OUT.wrk and its
+# user and system CPU seconds in OUT.time
+run_wrk() {
+    local out=$1 TIMEFORMAT='%U %S'
+    shift
+    { time timeout 900 wrk -t1 -c"$CONNS" "$@" >"$out.wrk" 2>&1; } 2>"$out.time"
+}
+
 # bench NAME PORT [with-key]: warm up, then one measured wrk run
 bench() {
     local name=$1 port=$2 hdr=() out b0 t0 p0 b1 t1 p1 wrk_cpu
@@ -370,13 +407,13 @@ bench() {
     [[ ${3:-} == with-key ]] && hdr=(-H "X-API-Key: $KEY")
     echo "-- round $round/$ROUNDS: $name" >&2
     if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
-        timeout --foreground 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" "http://127.0.0.1:$port/" >/dev/null 2>&1
+        in_background timeout 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" \
+            "http://127.0.0.1:$port/" >/dev/null 2>&1
     fi
     read -r b0 t0 < <(machine_ticks)
     p0=$(proc_ticks "${watch[@]}")
-    local TIMEFORMAT='%U %S'
-    { time timeout --foreground 900 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" \
-        "http://127.0.0.1:$port/" >"$out.wrk" 2>&1; } 2>"$out.time" || note_failure "wrk against $name failed"
+    in_background run_wrk "$out" -d"$DURATION" --latency "${hdr[@]}" "http://127.0.0.1:$port/" ||
+        note_failure "wrk against $name failed"
     read -r b1 t1 < <(machine_ticks)
     p1=$(proc_ticks "${watch[@]}")
     wrk_cpu=$(awk '{printf "%.0f", ($1 + $2) * 100}' "$out.time")

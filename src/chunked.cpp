@@ -29,6 +29,87 @@ constexpr std::size_t max_size_line = 4096;
 
 } // namespace
 
+bool chunked_decoder::ext_step(unsigned char c) {
+    const bool ws = c == ' ' || c == '\t';
+    switch (ext_) {
+    case ext::before_semicolon:
+        if (ws) return true;
+        if (c == ';') {
+            ext_ = ext::name_start;
+            return true;
+        }
+        return false;
+    case ext::name_start:
+        if (ws) return true;
+        if (is_tchar(c)) {
+            ext_ = ext::name;
+            return true;
+        }
+        return false;
+    case ext::name:
+    case ext::after_name:
+        if (ext_ == ext::name && is_tchar(c)) return true;
+        if (ws) {
+            ext_ = ext::after_name;
+            return true;
+        }
+        if (c == '=') {
+            ext_ = ext::value_start;
+            return true;
+        }
+        if (c == ';') {
+            ext_ = ext::name_start;
+            return true;
+        }
+        if (c == '\r') {
+            state_ = state::size_lf;
+            return true;
+        }
+        return false;
+    case ext::value_start:
+        if (ws) return true;
+        if (c == '"') {
+            ext_ = ext::quoted;
+            return true;
+        }
+        if (is_tchar(c)) {
+            ext_ = ext::token_value;
+            return true;
+        }
+        return false;
+    case ext::token_value:
+    case ext::after_value:
+        if (ext_ == ext::token_value && is_tchar(c)) return true;
+        if (ws) {
+            ext_ = ext::after_value;
+            return true;
+        }
+        if (c == ';') {
+            ext_ = ext::name_start;
+            return true;
+        }
+        if (c == '\r') {
+            state_ = state::size_lf;
+            return true;
+        }
+        return false;
+    case ext::quoted:
+        if (c == '"') {
+            ext_ = ext::after_value;
+            return true;
+        }
+        if (c == '\\') {
+            ext_ = ext::quoted_pair;
+            return true;
+        }
+        return c == '\t' || (c >= 0x20 && c < 0x7f);
+    case ext::quoted_pair:
+        ext_ = ext::quoted;
+        return c == '\t' || (c >= 0x20 && c < 0x7f);
+    }
+    return false;
+}
+
 std::size_t chunked_decoder::step(std::string_view in, std::string_view& data) {
     data = {};
     std::size_t i = 0;
@@ -43,8 +124,11 @@ std::size_t chunked_decoder::step(std::string_view in, std::string_view& data) {
                 remaining_ = remaining_ * 16 + static_cast<unsigned>(v);
             } else if (size_digits_ == 0) {
                 return fail(error::bad_chunk);
-            } else if (c == ';' || c == ' ' || c == '\t') {
-                ext_semicolon_ = (c == ';');
+            } else if (c == ';') {
+                ext_ = ext::name_start;
+                state_ = state::ext;
+            } else if (c == ' ' || c == '\t') {
+                ext_ = ext::before_semicolon;
                 state_ = state::ext;
             } else if (c == '\r') {
                 state_ = state::size_lf;
@@ -56,18 +140,8 @@ std::size_t chunked_decoder::step(std::string_view in, std::string_view& data) {
             break;
         }
         case state::ext:
-            if (c == '\r') {
-                if (!ext_semicolon_) return fail(error::bad_chunk);
-                state_ = state::size_lf;
-            } else if (c == ';') {
-                ext_semicolon_ = true;
-            } else if (c == ' ' || c == '\t') {
-            } else if (c > 0x20 && c < 0x7f && ext_semicolon_) {
-            } else {
-                // Only whitespace may stand between the size and the first ';'; no control
-                // byte, bare LF or non-ASCII byte anywhere in an extension.
-                return fail(error::bad_chunk);
-            }
+            // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+            if (!ext_step(c)) return fail(error::bad_chunk);
             if (++line_bytes_ > max_size_line) return fail(error::bad_chunk);
             ++i;
             break;

@@ -73,11 +73,18 @@ public:
 
     void drain() override {
         // Only a connection waiting for its next request is cut; an exchange in flight
-        // finishes and its response carries `Connection: close`.
-        if (phase_ == phase::head && in_.empty()) {
-            error_code ignored;
+        // finishes and its response carries `Connection: close`. A request already in
+        // the kernel's buffer counts as in flight.
+        if (phase_ == phase::head && in_.empty() && !request_waiting()) {
+            closing_idle_ = true;
             client_.cancel();
         }
+    }
+
+    // Bytes the client sent that keygate has not read yet.
+    bool request_waiting() {
+        error_code ec;
+        return client_.socket().available(ec) > 0 && !ec;
     }
 
     // throttle_hooks: the shared failed-attempt table and the keys' token buckets.
@@ -179,8 +186,11 @@ private:
 
     // One request and its response. Returns true when the connection stays open.
     net::awaitable<bool> exchange(bool first) {
-        // A draining worker takes no new request.
-        if (w_.draining() && in_.empty()) co_return false;
+        // A draining worker takes no new request; one that already arrived is served.
+        if (w_.draining() && in_.empty() && !request_waiting()) {
+            linger_on_close_ = true;
+            co_return false;
+        }
         // Read the head.
         phase_ = phase::head;
         bytes_in_ = bytes_out_ = 0;
@@ -213,6 +223,12 @@ private:
             error_code ec;
             std::size_t n = co_await client_.read_some(net::buffer(p, avail), ec);
             if (ec) {
+                if (closing_idle_) {
+                    // Drained while idle: half-close and read what races in, so the client
+                    // sees an orderly end rather than a reset.
+                    linger_on_close_ = true;
+                    co_return false;
+                }
                 if (timed_out_ && (started || !in_.empty())) {
                     start_request_clock();
                     co_return co_await fail(408, "request_timeout", {});
@@ -886,6 +902,7 @@ private:
     bool timed_out_ = false;
     bool done_ = false;
     bool linger_on_close_ = false;
+    bool closing_idle_ = false;
     bool websocket_ = false;
     bool tunneling_ = false;
     std::string tunnel_key_;

@@ -98,6 +98,17 @@ void worker::set_tls(std::shared_ptr<ssl::context> listen, std::shared_ptr<ssl::
 void worker::begin_drain() {
     net::post(ioc_, [this] {
         draining_ = true;
+        // Connections already in this listener's queue would be reset by closing it:
+        // take them first (they are closed in order as they have nothing to do).
+        error_code ec;
+        acceptor_.non_blocking(true, ec);
+        while (!ec) {
+            tcp::socket s(ioc_);
+            acceptor_.accept(s, ec);
+            if (ec) break;
+            if (listen_tls_) start_session(*this, stream(std::move(s), *listen_tls_), listen_tls_);
+            else start_session(*this, stream(std::move(s)), nullptr);
+        }
         error_code ignored;
         acceptor_.close(ignored);
         pool_.clear();

@@ -32,6 +32,7 @@ private:
     enum class state { size, ext, size_lf, data, data_cr, data_lf, trailer_line_start,
                        trailer_line, trailer_lf, final_lf, done, failed };
     std::size_t fail(error e) { error_ = e; state_ = state::failed; return 0; }
+    bool ext_step(unsigned char c); // one byte of a chunk extension; false when malformed
 
     std::size_t max_trailer_bytes_;
     std::size_t max_trailer_fields_;
@@ -44,7 +45,10 @@ private:
     std::size_t trailer_bytes_ = 0;
     std::size_t trailer_fields_ = 0;
     bool trailer_saw_colon_ = false;
-    bool ext_semicolon_ = false;
+    // Where inside a chunk extension the decoder is.
+    enum class ext { before_semicolon, name_start, name, after_name, value_start, token_value,
+                     quoted, quoted_pair, after_value };
+    ext ext_ = ext::before_semicolon;
 };
 
 } // namespace keygate

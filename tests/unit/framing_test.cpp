@@ -1169,12 +1169,19 @@ TEST_CASE("chunked_decoder: chunk extensions are accepted and dropped", "[chunke
     check_decodes("5\t;a\r\nhello\r\n0\r\n\r\n", "hello");
     check_decodes("5;a=\"q v\";b\r\nhello\r\n0;last=1\r\n\r\n", "hello");
     check_decodes("5; a = b\r\nhello\r\n0\r\n\r\n", "hello");
-    check_decodes("5;;\r\nhello\r\n0\r\n\r\n", "hello");
 }
 
 TEST_CASE("chunked_decoder: malformed extensions", "[chunked]") {
     using E = chunked_decoder::error;
     check_fails("5 x\r\nhello\r\n0\r\n\r\n", E::bad_chunk); // no ';'
+    // A ';' must be followed by a name (RFC 9112 §7.1.1), a quoted value must end.
+    check_fails("5;;\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
+    check_fails("5;\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
+    check_fails("5 ;\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
+    check_fails("5;=x\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
+    check_fails("5;a b c\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
+    check_fails("5;a=\"x\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
+    check_fails("5;a=\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
     check_fails("5 5\r\nhello\r\n0\r\n\r\n", E::bad_chunk);
     check_fails("5 \r\nhello\r\n0\r\n\r\n", E::bad_chunk); // whitespace, no extension
     check_fails("5;a\nhello\r\n0\r\n\r\n", E::bad_chunk);  // bare LF
