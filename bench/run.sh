@@ -161,17 +161,53 @@ wait_port() {
     return 1
 }
 
-# Print N ports that are free on 127.0.0.1 right now (held together, so distinct).
+# free_ports N: N distinct ports free on 127.0.0.1 now, picked at random below
+# the kernel's ephemeral range, so that no outgoing connection (wrk's, the
+# proxies', anyone's) takes one between this check and the server's bind.
 free_ports() {
     python3 - "$1" <<'EOF'
-import socket, sys
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low = 32768
+pool = list(range(10000, low)) if low > 11000 else []
+random.shuffle(pool)
 socks = []
-for _ in range(int(sys.argv[1])):
+for port in pool:
+    if len(socks) == n:
+        break
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        socks.append(s)
+    except OSError:
+        s.close()
+while len(socks) < n:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
+}
+
+# owns_port PID PORT: is the TCP socket listening on PORT held by PID or one of
+# its descendants? (So a run never measures some other program that happens to
+# listen there.)
+owns_port() {
+    local hex inodes p fd link i
+    hex=$(printf '%04X' "$2")
+    inodes=$(awk -v h=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == h {print $10}' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+    [[ -n $inodes ]] || return 1
+    for p in $(tree "$1"); do
+        for fd in /proc/"$p"/fd/*; do
+            link=$(readlink "$fd" 2>/dev/null) || continue
+            for i in $inodes; do [[ $link == "socket:[$i]" ]] && return 0; done
+        done
+    done
+    return 1
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo n/a; }
@@ -180,7 +216,6 @@ fmt_mib() { [[ $1 =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1
 # ------------------------------------------------------------------- setup --
 
 tmp=$(mktemp -d /tmp/keygate-bench.XXXXXX) || die "cannot make a temporary directory"
-chmod 755 "$tmp"
 
 command -v python3 >/dev/null || die "python3 is required"
 [[ -x $KEYGATE ]] || die "no keygate binary at $KEYGATE (build it, or set KEYGATE)"
@@ -366,6 +401,12 @@ start() {
         return 1
     fi
     awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.0f", (b - a) * 1000}' >"$tmp/$name.startup"
+    if ! owns_port "$pid" "$port"; then
+        echo "bench: port $port answers, but not from $name (another program holds it):" >&2
+        tail -n 20 "$tmp/$name.stderr" >&2
+        stop_pid "$pid"
+        return 1
+    fi
     started_pid=$pid
 }
 
@@ -392,12 +433,23 @@ proc_ticks() {
     echo "$sum"
 }
 
+# seconds DURATION: wrk's duration (10, 10s, 2m, 1h) in seconds, 3600 if unclear
+seconds() {
+    local d=$1
+    [[ $d =~ ^([0-9]+)([smh]?)$ ]] || { echo 3600; return; }
+    case ${BASH_REMATCH[2]} in
+        m) echo $((BASH_REMATCH[1] * 60)) ;;
+        h) echo $((BASH_REMATCH[1] * 3600)) ;;
+        *) echo $((BASH_REMATCH[1])) ;;
+    esac
+}
+
 # run_wrk OUT ARGS...: wrk -t1 -c$CONNS ARGS with its output in OUT.wrk and its
-# user and system CPU seconds in OUT.time
+# user and system CPU seconds in OUT.time; killed if it overruns by 2 minutes
 run_wrk() {
     local out=$1 TIMEFORMAT='%U %S'
     shift
-    { time timeout 900 wrk -t1 -c"$CONNS" "$@" >"$out.wrk" 2>&1; } 2>"$out.time"
+    { time timeout $(($(seconds "$DURATION") + 120)) wrk -t1 -c"$CONNS" "$@" >"$out.wrk" 2>&1; } 2>"$out.time"
 }
 
 # bench NAME PORT [with-key]: warm up, then one measured wrk run
@@ -407,7 +459,7 @@ bench() {
     [[ ${3:-} == with-key ]] && hdr=(-H "X-API-Key: $KEY")
     echo "-- round $round/$ROUNDS: $name" >&2
     if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
-        in_background timeout 120 wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" \
+        in_background timeout $(($(seconds "$WARMUP") + 120)) wrk -t1 -c"$CONNS" -d"$WARMUP" "${hdr[@]}" \
             "http://127.0.0.1:$port/" >/dev/null 2>&1
     fi
     read -r b0 t0 < <(machine_ticks)

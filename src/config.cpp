@@ -1298,8 +1298,34 @@ std::string join_lines(const std::vector<std::string>& lines) {
 
 // ---------------------------------------------------------------------------
 
+namespace {
+
+// A problem names values from files and the environment (paths, patterns); a control byte
+// in one must not split or forge a line of stderr or the log.
+std::vector<std::string> one_line_each(std::vector<std::string> problems) {
+    for (auto& line : problems) {
+        std::string clean;
+        clean.reserve(line.size());
+        for (char c : line) {
+            auto u = static_cast<unsigned char>(c);
+            if (u < 0x20 || u == 0x7f) {
+                static constexpr char hex[] = "0123456789abcdef";
+                clean += "\\x";
+                clean += hex[u >> 4];
+                clean += hex[u & 0xf];
+            } else {
+                clean += c;
+            }
+        }
+        line = std::move(clean);
+    }
+    return problems;
+}
+
+} // namespace
+
 config_error::config_error(std::vector<std::string> p)
-    : std::runtime_error(join_lines(p)), problems(std::move(p)) {}
+    : std::runtime_error(join_lines(one_line_each(p))), problems(one_line_each(std::move(p))) {}
 
 env_lookup process_env() {
     return [](const std::string& name) -> std::optional<std::string> {

@@ -26,6 +26,8 @@ constexpr std::size_t idle_buffer = 4 * 1024;   // what an idle connection keeps
 constexpr std::size_t relay_chunk = 16 * 1024;  // one read of a body
 constexpr std::size_t max_response_head = 64 * 1024;
 constexpr auto linger_time = 2s;
+// A drained idle connection only waits for a request that was already on its way.
+constexpr auto idle_linger_time = 250ms;
 constexpr std::size_t linger_bytes = 64 * 1024;
 constexpr std::string_view continue_100 = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -180,7 +182,7 @@ private:
         }
         // Unread request bytes would turn the close into a reset that can destroy the
         // response in the client's buffers: drain them briefly first.
-        if (linger_on_close_) co_await linger();
+        if (linger_on_close_) co_await linger(closing_idle_ ? idle_linger_time : linger_time);
         finish();
     }
 
@@ -189,6 +191,7 @@ private:
         // A draining worker takes no new request; one that already arrived is served.
         if (w_.draining() && in_.empty() && !request_waiting()) {
             linger_on_close_ = true;
+            closing_idle_ = true;
             co_return false;
         }
         // Read the head.
@@ -799,11 +802,11 @@ private:
 
     // Stops sending, then reads and drops what the client still sends for a short while,
     // so closing does not reset the connection before the client has read the answer.
-    net::awaitable<void> linger() {
+    net::awaitable<void> linger(clock::duration how_long = linger_time) {
         phase_ = phase::linger;
         error_code ec, ignored;
         client_.shutdown_send();
-        set_deadline(linger_time);
+        set_deadline(how_long);
         std::size_t total = in_.size();
         in_.consume(in_.size());
         while (!ec && total < linger_bytes) {
