@@ -6,7 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 
 .DEFAULT_GOAL := build
-.PHONY: deps build test run clean bench soak
+.PHONY: deps build test run clean bench soak fuzz test-asan test-tsan
 
 deps:
 	scripts/install-deps.sh
@@ -45,3 +45,16 @@ soak:
 .PHONY: check-deploy
 check-deploy: build
 	KEYGATE=$${KEYGATE:-$(BUILD_DIR)/keygate} scripts/check-deploy.sh
+
+# Fuzz the parsers with libFuzzer (clang-14) in build-fuzz, FUZZ_SECONDS per target
+# (default 60); new inputs stay in build-fuzz/corpus, crashes in build-fuzz/crashes.
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} scripts/fuzz.sh
+
+# Every test under ASan+UBSan in build-asan (Debug); see scripts/sanitize.sh.
+test-asan:
+	JOBS=$(JOBS) scripts/sanitize.sh asan
+
+# The integration tests against a ThreadSanitizer build of keygate in build-tsan.
+test-tsan:
+	JOBS=$(JOBS) scripts/sanitize.sh tsan

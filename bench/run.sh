@@ -725,7 +725,11 @@ busiest=$(cat "$tmp"/*.other 2>/dev/null | sort -n | tail -n1)
 if [[ ${busiest:-0} -ge 10 ]]; then
     echo
     echo "note: other processes used up to ${busiest}% of the machine's CPU during a run (other%);"
-    echo "      such rows are not comparable: rerun on a quiet machine, or with ROUNDS=3 for medians"
+    if ((ROUNDS > 1)); then
+        echo "      rows with a high other% are not comparable: rerun on a quiet machine"
+    else
+        echo "      rows with a high other% are not comparable: rerun on a quiet machine, or with ROUNDS=3"
+    fi
 fi
 
 kg_rps=$(field keygate rps) kg_p99=$(field keygate p99)

@@ -5,6 +5,7 @@
 
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/url/parse.hpp>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <arpa/inet.h>
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <sstream>
 #include <unordered_set>
 
 namespace keygate {
@@ -314,11 +316,39 @@ void yaml_to_node(const YAML::Node& y, node& out, report& rep, const path& p) {
     }
 }
 
+// Counts documents without building them.
+class document_counter final : public YAML::EventHandler {
+public:
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
 // Parses one YAML document; false (with a problem reported) when it is not valid YAML.
 bool parse_yaml(std::string_view text, node& out, report& rep) {
     std::vector<YAML::Node> docs;
     try {
-        docs = YAML::LoadAll(std::string(text));
+        // yaml-cpp 0.7's LoadAll never ends on some malformed input (a stray ',' yields
+        // empty documents forever): count at most two documents, then load the first.
+        std::istringstream in{std::string(text)};
+        YAML::Parser parser(in);
+        document_counter counter;
+        int count = 0;
+        while (count < 2 && parser.HandleNextDocument(counter)) ++count;
+        if (count > 1) {
+            rep.add(path{}, "holds more than one YAML document, or stray text after it; keep one "
+                            "(remove the extra --- or the stray text)");
+            return false;
+        }
+        if (count == 1) docs.push_back(YAML::Load(std::string(text)));
     } catch (const YAML::Exception& e) {
         std::string where = e.mark.is_null() ? std::string()
                                              : " at line " + std::to_string(e.mark.line + 1) +

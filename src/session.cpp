@@ -327,7 +327,8 @@ private:
         body_done_ = !has_body;
         for (;;) {
             // Borrow a connection; a stale pooled one is detected by the pool or below.
-            up_ = w_.pool().take();
+            // Without a body a stale connection is simply retried; with one, the pool checks.
+            up_ = w_.pool().take(has_body);
             if (!up_) {
                 up_ = w_.pool().fresh();
                 phase_ = phase::connect;

@@ -23,7 +23,7 @@ upstream_pool::upstream_pool(net::io_context& ioc, const config::upstream_t& cfg
     server_name_ = cfg.tls.server_name.empty() ? host : cfg.tls.server_name;
 }
 
-std::unique_ptr<upstream_conn> upstream_pool::take() {
+std::unique_ptr<upstream_conn> upstream_pool::take(bool check) {
     auto now = std::chrono::steady_clock::now();
     while (!idle_.empty()) {
         auto conn = std::move(idle_.back());
@@ -31,6 +31,10 @@ std::unique_ptr<upstream_conn> upstream_pool::take() {
         if (now - conn->idle_since > max_idle_age) continue;
         // An idle connection must have nothing to read: EOF means the upstream closed it,
         // bytes mean it sent something unasked. Either way it cannot carry a request.
+        if (!check) {
+            conn->reused = true;
+            return conn;
+        }
         char c;
         ssize_t n = ::recv(conn->stream.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

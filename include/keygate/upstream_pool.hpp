@@ -26,8 +26,9 @@ class upstream_pool {
 public:
     upstream_pool(net::io_context& ioc, const config::upstream_t& cfg);
 
-    /// An idle pooled connection that still looks open, or null.
-    std::unique_ptr<upstream_conn> take();
+    /// An idle pooled connection, or null. With `check`, one that still looks open (a
+    /// non-blocking peek: EOF or unasked bytes mean it cannot carry a request).
+    std::unique_ptr<upstream_conn> take(bool check);
 
     /// A new, unconnected connection.
     std::unique_ptr<upstream_conn> fresh();

@@ -116,6 +116,7 @@ private:
     std::thread thread_;
     std::string log_buf_;
     bool flush_posted_ = false;
+    net::steady_timer flush_timer_{ioc_};
     long long date_sec_ = -1;
     char date_[30]{};
     std::uint64_t rng_state_[2]{};

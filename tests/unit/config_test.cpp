@@ -383,7 +383,11 @@ TEST_CASE("YAML syntax errors and extra documents are refused", "[config]") {
     REQUIRE(p.size() == 1);
     CHECK(p[0].rfind("invalid YAML at line ", 0) == 0);
     CHECK(problems("threads: 1\n---\nthreads: 2\n", dev) ==
-          one("holds more than one YAML document; keep one (remove the extra ---)"));
+          one("holds more than one YAML document, or stray text after it; keep one "
+                "(remove the extra --- or the stray text)"));
+    // yaml-cpp 0.7's LoadAll loops for ever on a stray ',' after a block: refused, not hung.
+    CHECK(problems("- a\n,\n", dev).size() == 1);
+    CHECK(problems(",", dev).size() == 1);
 }
 
 TEST_CASE("every problem is reported, not only the first", "[config]") {
