@@ -48,11 +48,12 @@ status=0
 ctest --test-dir "$build" --output-on-failure -j"$jobs" "${ctest_args[@]}" || status=$?
 
 if compgen -G "$logs/*" >/dev/null; then
-  echo "sanitize: $mode reports (from $logs):" >&2
-  for f in "$logs"/*; do
-    echo "---- $f" >&2
-    cat "$f" >&2
-  done
+  # One process per file; the same report from many keygate runs is shown once in full.
+  reports=("$logs"/*)
+  echo "sanitize: ${#reports[@]} process(es) reported under $mode; the first report in full:" >&2
+  cat "${reports[0]}" >&2
+  echo "sanitize: every report, by summary line (all of them are in $logs):" >&2
+  cat "${reports[@]}" | grep -h '^SUMMARY\|hard rss\|out of memory' | sort | uniq -c >&2 || true
   status=1
 fi
 if [ "$status" -ne 0 ]; then

@@ -209,6 +209,8 @@ int server::run() {
     net::signal_set signals(control, SIGTERM, SIGINT, SIGHUP);
     net::steady_timer drain_timer(control);
     bool stopping = false;
+    std::chrono::steady_clock::time_point drain_deadline{};
+    std::function<void(error_code)> drain_poll;
     auto stop_workers = [&] {
         for (auto& w : impl_->workers) w->stop();
     };
@@ -235,26 +237,26 @@ int server::run() {
         drain_timer.async_wait([&](error_code e) {
             if (e) return;
             for (auto& w : impl_->workers) w->begin_drain();
-            auto deadline = std::chrono::steady_clock::now() + c.limits.drain_timeout;
-            auto poll = std::make_shared<std::function<void(error_code)>>();
-            *poll = [&, deadline, poll](error_code e2) {
-                if (e2) return;
-                if (impl_->shared.open_connections.load() == 0) {
-                    log_message("info", "drained: every connection is closed");
-                    stop_workers();
-                    return;
-                }
-                if (std::chrono::steady_clock::now() >= deadline) {
-                    log_message("warn", fmt::format("drain_timeout passed with {} connection(s) open; closing them",
-                                                    impl_->shared.open_connections.load()));
-                    stop_workers();
-                    return;
-                }
-                drain_timer.expires_after(std::chrono::milliseconds(20));
-                drain_timer.async_wait(*poll);
-            };
-            (*poll)({});
+            drain_deadline = std::chrono::steady_clock::now() + c.limits.drain_timeout;
+            drain_poll({});
         });
+    };
+    // Polls until the last connection ends or drain_timeout passes.
+    drain_poll = [&](error_code e2) {
+        if (e2) return;
+        if (impl_->shared.open_connections.load() == 0) {
+            log_message("info", "drained: every connection is closed");
+            stop_workers();
+            return;
+        }
+        if (std::chrono::steady_clock::now() >= drain_deadline) {
+            log_message("warn", fmt::format("drain_timeout passed with {} connection(s) open; closing them",
+                                            impl_->shared.open_connections.load()));
+            stop_workers();
+            return;
+        }
+        drain_timer.expires_after(std::chrono::milliseconds(20));
+        drain_timer.async_wait(drain_poll);
     };
     signals.async_wait(on_signal);
 

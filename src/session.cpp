@@ -22,7 +22,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr std::size_t idle_buffer = 4 * 1024;   // what an idle connection keeps
+constexpr std::size_t idle_buffer = 2 * 1024;   // what an idle connection keeps
 constexpr std::size_t relay_chunk = 16 * 1024;  // one read of a body
 constexpr std::size_t max_response_head = 64 * 1024;
 constexpr auto linger_time = 2s;
