@@ -152,19 +152,6 @@ int server::run() {
     snap->open_mode = c.open_mode;
     std::shared_ptr<const snapshot> initial = snap;
 
-    unsigned threads = c.threads == 0 ? available_cpus() : c.threads;
-    for (unsigned i = 0; i < threads; ++i) {
-        auto w = std::make_unique<worker>(impl_->shared, initial);
-        try {
-            w->listen(impl_->listen_ep);
-        } catch (const boost::system::system_error& e) {
-            throw config_error({fmt::format("listen.port: cannot listen on {}:{}: {}",
-                                            c.listen.address, c.listen.port, e.code().message())});
-        }
-        w->set_tls(impl_->listen_tls, impl_->upstream_tls);
-        impl_->workers.push_back(std::move(w));
-    }
-
     // The control thread: signals, key reloads, the drain sequence.
     net::io_context control;
     // Keys from the file are replaced on reload; inline and KEYGATE_API_KEYS keys stay.
@@ -204,6 +191,21 @@ int server::run() {
     } catch (const boost::system::system_error& e) {
         throw config_error({fmt::format("admin.port: cannot listen on {}:{}: {}", c.admin.address,
                                         c.admin.port, e.code().message())});
+    }
+
+    // The main port opens only once the admin port listens, so a probe never sees
+    // keygate serving without its admin listener.
+    unsigned threads = c.threads == 0 ? available_cpus() : c.threads;
+    for (unsigned i = 0; i < threads; ++i) {
+        auto w = std::make_unique<worker>(impl_->shared, initial);
+        try {
+            w->listen(impl_->listen_ep);
+        } catch (const boost::system::system_error& e) {
+            throw config_error({fmt::format("listen.port: cannot listen on {}:{}: {}",
+                                            c.listen.address, c.listen.port, e.code().message())});
+        }
+        w->set_tls(impl_->listen_tls, impl_->upstream_tls);
+        impl_->workers.push_back(std::move(w));
     }
 
     net::signal_set signals(control, SIGTERM, SIGINT, SIGHUP);

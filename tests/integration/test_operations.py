@@ -324,7 +324,11 @@ class AdminTest(OpsTestCase):
         r = self.req(method, target, headers)
         self.assertError(r, status, code)
         want = before.get("keygate_auth_denials_total", reason=reason) + 1
-        after = self.wait_metrics(lambda m: m.get("keygate_auth_denials_total", reason=reason) >= want)
+        want_req = before.get("keygate_requests_total", outcome="denied", code=str(status)) + 1
+        # Both counters move after the answer is written: wait for both.
+        after = self.wait_metrics(lambda m: m.get("keygate_auth_denials_total", reason=reason) >= want
+                                  and m.get("keygate_requests_total", outcome="denied",
+                                            code=str(status)) >= want_req)
         self.assertEqual(after.get("keygate_auth_denials_total", reason=reason), want,
                          f"denial reason {reason} not counted once")
         for other in DENIAL_REASONS - {reason}:
@@ -459,8 +463,10 @@ class MetricsEdgeTest(OpsTestCase):
             before = self.scrape(kg)
             r = self.req("GET", "/x", [("X-API-Key", key)], port=kg.port)
             self.assertError(r, 502, "upstream_unavailable")
+            # The error is counted before the answer, the request after it: wait for both.
             after = self.wait_metrics(
-                lambda m: m.get("keygate_upstream_errors_total", kind="connect") >= 1, kg)
+                lambda m: m.get("keygate_upstream_errors_total", kind="connect") >= 1
+                and m.get("keygate_requests_total", outcome="error", code="502") >= 1, kg)
             self.assertEqual(after.get("keygate_upstream_errors_total", kind="connect"),
                              before.get("keygate_upstream_errors_total", kind="connect") + 1)
             total = lambda m: sum(v for _, v in m.series("keygate_upstream_errors_total"))  # noqa: E731
