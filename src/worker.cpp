@@ -106,8 +106,7 @@ void worker::begin_drain() {
             tcp::socket s(ioc_);
             acceptor_.accept(s, ec);
             if (ec) break;
-            if (listen_tls_) start_session(*this, stream(std::move(s), *listen_tls_), listen_tls_);
-            else start_session(*this, stream(std::move(s)), nullptr);
+            serve(std::move(s));
         }
         error_code ignored;
         acceptor_.close(ignored);
@@ -131,6 +130,11 @@ void worker::remove_session(session_base* s) {
     s->prev_ = s->next_ = nullptr;
 }
 
+void worker::serve(tcp::socket s) {
+    if (listen_tls_) start_session(*this, stream(std::move(s), *listen_tls_), listen_tls_);
+    else start_session(*this, stream(std::move(s)), nullptr);
+}
+
 net::awaitable<void> worker::accept_loop() {
     for (;;) {
         error_code ec;
@@ -149,8 +153,7 @@ net::awaitable<void> worker::accept_loop() {
             net::co_spawn(ioc_, refuse_overloaded(std::move(s)), net::detached);
             continue;
         }
-        if (listen_tls_) start_session(*this, stream(std::move(s), *listen_tls_), listen_tls_);
-        else start_session(*this, stream(std::move(s)), nullptr);
+        serve(std::move(s));
     }
 }
 

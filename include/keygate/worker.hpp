@@ -103,6 +103,8 @@ public:
 
 private:
     net::awaitable<void> accept_loop();
+    /// Starts a session on an accepted connection (TLS when the listener has a context).
+    void serve(tcp::socket s);
     net::awaitable<void> refuse_overloaded(tcp::socket s);
     void flush_log();
 
