@@ -1354,6 +1354,12 @@ std::vector<std::string> one_line_each(std::vector<std::string> problems) {
 
 } // namespace
 
+std::string config_error::summary() const {
+    std::string out;
+    for (const auto& p : problems) out += (out.empty() ? "" : "; ") + p;
+    return out;
+}
+
 config_error::config_error(std::vector<std::string> p)
     : std::runtime_error(join_lines(one_line_each(p))), problems(one_line_each(std::move(p))) {}
 

@@ -117,19 +117,15 @@ const local_category& local_cat() {
     return c;
 }
 
-class req_parser final : public http::basic_parser<true> {
+// keygate only ever feeds a head: one base collects the fields (as views into the input,
+// bounded in number) and ignores every body callback, for requests and responses alike.
+template <bool IsRequest, class Head>
+class head_parser : public http::basic_parser<IsRequest> {
 public:
-    request_head* out = nullptr;
+    Head* out = nullptr;
     std::size_t max_fields = 100;
 
-private:
-    void on_request_impl(http::verb, boost::beast::string_view method,
-                         boost::beast::string_view target, int version, error_code&) override {
-        out->method = {method.data(), method.size()};
-        out->target = {target.data(), target.size()};
-        out->version = static_cast<unsigned>(version);
-    }
-    void on_response_impl(int, boost::beast::string_view, int, error_code&) override {}
+protected:
     void on_field_impl(http::field, boost::beast::string_view name,
                        boost::beast::string_view value, error_code& ec) override {
         if (out->fields.size() >= max_fields) {
@@ -151,11 +147,17 @@ private:
     void on_finish_impl(error_code&) override {}
 };
 
-class res_parser final : public http::basic_parser<false> {
-public:
-    response_head* out = nullptr;
+class req_parser final : public head_parser<true, request_head> {
+    void on_request_impl(http::verb, boost::beast::string_view method,
+                         boost::beast::string_view target, int version, error_code&) override {
+        out->method = {method.data(), method.size()};
+        out->target = {target.data(), target.size()};
+        out->version = static_cast<unsigned>(version);
+    }
+    void on_response_impl(int, boost::beast::string_view, int, error_code&) override {}
+};
 
-private:
+class res_parser final : public head_parser<false, response_head> {
     void on_request_impl(http::verb, boost::beast::string_view, boost::beast::string_view, int,
                          error_code&) override {}
     void on_response_impl(int code, boost::beast::string_view reason, int version,
@@ -164,25 +166,6 @@ private:
         out->reason = {reason.data(), reason.size()};
         out->version = static_cast<unsigned>(version);
     }
-    void on_field_impl(http::field, boost::beast::string_view name,
-                       boost::beast::string_view value, error_code& ec) override {
-        if (out->fields.size() >= 1000) {
-            ec.assign(static_cast<int>(local_error::too_many_fields), local_cat());
-            return;
-        }
-        out->fields.push_back({{name.data(), name.size()}, trim({value.data(), value.size()})});
-    }
-    void on_header_impl(error_code&) override {}
-    void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}
-    std::size_t on_body_impl(boost::beast::string_view body, error_code&) override {
-        return body.size();
-    }
-    void on_chunk_header_impl(std::uint64_t, boost::beast::string_view, error_code&) override {}
-    std::size_t on_chunk_body_impl(std::uint64_t, boost::beast::string_view body,
-                                   error_code&) override {
-        return body.size();
-    }
-    void on_finish_impl(error_code&) override {}
 };
 
 } // namespace
@@ -324,6 +307,7 @@ bool parse_response_head(std::string_view raw, bool head_request, response_head&
 
     res_parser p;
     p.out = &out;
+    p.max_fields = 1000;
     p.eager(false);
     p.header_limit(static_cast<std::uint32_t>(raw.size() + 1));
     p.body_limit(boost::none);

@@ -90,18 +90,7 @@ int check_config(const options& o) {
     try {
         cfg = keygate::load_config_file(config_path(o, env), env, o.cli);
         // Startup loads the TLS files; so does the check.
-        std::vector<std::string> problems;
-        try {
-            if (cfg.listen.tls) keygate::make_server_tls(*cfg.listen.tls);
-        } catch (const keygate::config_error& e) {
-            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
-        }
-        try {
-            if (cfg.upstream.scheme == "https") keygate::make_client_tls(cfg.upstream.tls);
-        } catch (const keygate::config_error& e) {
-            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
-        }
-        if (!problems.empty()) throw keygate::config_error(std::move(problems));
+        keygate::load_tls(cfg);
     } catch (const keygate::config_error& e) {
         return config_failure(e);
     }
@@ -179,10 +168,8 @@ int main(int argc, char** argv) {
     bool command_seen = false;
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& a = args[i];
-        auto value = [&](const char* name) -> const std::string* {
-            if (i + 1 >= args.size()) return nullptr;
-            (void)name;
-            return &args[++i];
+        auto value = [&]() -> const std::string* {
+            return i + 1 < args.size() ? &args[++i] : nullptr;
         };
         if (a == "--help" || a == "-h") {
             std::cout << help_text;
@@ -193,7 +180,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (a == "--config" || a == "--listen" || a == "--upstream" || a == "--log-level" || a == "--url") {
-            const std::string* v = value(a.c_str());
+            const std::string* v = value();
             if (!v) return usage_error(a + " needs a value");
             if (a == "--config") o.config_path = *v;
             else if (a == "--listen") o.cli.listen = *v;

@@ -110,15 +110,12 @@ void reloader::apply(const std::string& content) {
     std::vector<key_config> keys;
     try {
         auto file_keys = load_keys_text(content, cfg_.auth.keys_file, env_);
-        keys.reserve(static_keys_.size() + file_keys.size());
         keys = static_keys_;
         keys.insert(keys.end(), std::make_move_iterator(file_keys.begin()),
                     std::make_move_iterator(file_keys.end()));
         validate_key_set(keys, cfg_.environment);
     } catch (const config_error& e) {
-        std::string all;
-        for (const auto& p : e.problems) all += (all.empty() ? "" : "; ") + p;
-        failed(all);
+        failed(e.summary());
         return;
     } catch (const std::exception& e) {
         failed(e.what());

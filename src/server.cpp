@@ -95,21 +95,9 @@ struct server::impl {
 
     // Builds both contexts; throws config_error (startup) naming the field.
     void build_tls() {
-        std::vector<std::string> problems;
-        std::shared_ptr<ssl::context> l, u;
-        try {
-            if (cfg.listen.tls) l = make_server_tls(*cfg.listen.tls);
-        } catch (const config_error& e) {
-            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
-        }
-        try {
-            if (cfg.upstream.scheme == "https") u = make_client_tls(cfg.upstream.tls);
-        } catch (const config_error& e) {
-            problems.insert(problems.end(), e.problems.begin(), e.problems.end());
-        }
-        if (!problems.empty()) throw config_error(std::move(problems));
-        listen_tls = std::move(l);
-        upstream_tls = std::move(u);
+        auto loaded = load_tls(cfg);
+        listen_tls = std::move(loaded.listen);
+        upstream_tls = std::move(loaded.upstream);
     }
 
     // Rebuilds the TLS contexts when their files changed; a failure keeps the old ones.
@@ -122,9 +110,8 @@ struct server::impl {
         try {
             build_tls();
         } catch (const config_error& e) {
-            std::string all;
-            for (const auto& p : e.problems) all += (all.empty() ? "" : "; ") + p;
-            log_message("error", "TLS files not applied, previous certificates stay in force: " + all);
+            log_message("error", "TLS files not applied, previous certificates stay in force: " +
+                                     e.summary());
             return;
         }
         for (auto& w : workers) w->set_tls(listen_tls, upstream_tls);

@@ -746,9 +746,6 @@ private:
             co_return false;
         }
         outcome_ = "error";
-        if (status == 400 || status == 408 || status == 413 || status == 417 || status == 431) {
-            // The client's own input: it owns the fault, no upstream was involved yet.
-        }
         co_return co_await reply(status, code, message, true, 0);
     }
 
@@ -779,7 +776,8 @@ private:
         resp_out_.clear();
         render_error(resp_out_, status, code, message, opts);
         resp_status_ = status;
-        reason_ = decision_reason(status);
+        // Only a denial has a reason to log.
+        reason_ = outcome_ == std::string_view("denied") ? decision_.reason : std::string_view();
         phase_ = phase::relay;
         set_deadline(cfg_.limits.idle_timeout);
         error_code ec;
@@ -793,12 +791,6 @@ private:
         }
         co_await linger();
         co_return false;
-    }
-
-    std::string_view decision_reason(unsigned status) const {
-        if (outcome_ == std::string_view("denied")) return decision_.reason;
-        (void)status;
-        return {};
     }
 
     // Stops sending, then reads and drops what the client still sends for a short while,

@@ -57,6 +57,23 @@ std::shared_ptr<ssl::context> make_client_tls(const upstream_tls_config& cfg) {
     return ctx;
 }
 
+tls_contexts load_tls(const config& cfg) {
+    tls_contexts out;
+    std::vector<std::string> problems;
+    try {
+        if (cfg.listen.tls) out.listen = make_server_tls(*cfg.listen.tls);
+    } catch (const config_error& e) {
+        problems.insert(problems.end(), e.problems.begin(), e.problems.end());
+    }
+    try {
+        if (cfg.upstream.scheme == "https") out.upstream = make_client_tls(cfg.upstream.tls);
+    } catch (const config_error& e) {
+        problems.insert(problems.end(), e.problems.begin(), e.problems.end());
+    }
+    if (!problems.empty()) throw config_error(std::move(problems));
+    return out;
+}
+
 std::string tls_fingerprint(const std::vector<std::string>& files) {
     std::string all;
     for (const auto& f : files) {

@@ -131,6 +131,8 @@ struct config {
 /// Thrown by the loaders; `problems` holds one line per problem, each naming the field path.
 struct config_error : std::runtime_error {
     explicit config_error(std::vector<std::string> problems);
+    /// Every problem on one line, separated by "; " (for a log line).
+    std::string summary() const;
     std::vector<std::string> problems;
 };
 
